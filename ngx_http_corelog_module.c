@@ -1,0 +1,567 @@
+
+/*
+ * Copyright (C) corelog authors
+ *
+ * ngx_http_corelog_module: log-ingestion JSON APIs written to PostgreSQL
+ * on nginx's event loop.  This file holds the module definition only:
+ * directives, configuration create/merge and the process hooks.
+ */
+
+
+#include "ngx_http_corelog.h"
+
+
+static ngx_int_t ngx_http_corelog_init(ngx_conf_t *cf);
+static void *ngx_http_corelog_create_main_conf(ngx_conf_t *cf);
+static char *ngx_http_corelog_init_main_conf(ngx_conf_t *cf, void *conf);
+static void *ngx_http_corelog_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_corelog_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static char *ngx_http_corelog_postgres(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_corelog_token_cache(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_corelog_auth_request(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_http_corelog_token_check(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_corelog_api(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_corelog_error(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static ngx_int_t ngx_http_corelog_init_process(ngx_cycle_t *cycle);
+static void ngx_http_corelog_exit_process(ngx_cycle_t *cycle);
+
+
+static ngx_conf_num_bounds_t  ngx_http_corelog_connections_bounds = {
+    ngx_conf_check_num_bounds, 1, 256
+};
+
+static ngx_conf_num_bounds_t  ngx_http_corelog_queue_bounds = {
+    ngx_conf_check_num_bounds, 1, 1048576
+};
+
+static ngx_conf_num_bounds_t  ngx_http_corelog_batch_bounds = {
+    ngx_conf_check_num_bounds, 1, 1000
+};
+
+
+static ngx_command_t  ngx_http_corelog_commands[] = {
+
+    { ngx_string("corelog_postgres"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_corelog_postgres,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("corelog_connections"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_corelog_main_conf_t, connections),
+      &ngx_http_corelog_connections_bounds },
+
+    { ngx_string("corelog_queue_max"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_corelog_main_conf_t, queue_max),
+      &ngx_http_corelog_queue_bounds },
+
+    { ngx_string("corelog_batch_max"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_corelog_main_conf_t, batch_max),
+      &ngx_http_corelog_batch_bounds },
+
+    { ngx_string("corelog_query_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_corelog_main_conf_t, query_timeout),
+      NULL },
+
+    { ngx_string("corelog_connect_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_corelog_main_conf_t, connect_timeout),
+      NULL },
+
+    { ngx_string("corelog_token_cache"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
+      ngx_http_corelog_token_cache,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("corelog_auth_request"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_corelog_auth_request,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("corelog_token_check"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_corelog_token_check,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("corelog_api"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_corelog_api,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("corelog_error"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_corelog_error,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_corelog_module_ctx = {
+    NULL,                                  /* preconfiguration */
+    ngx_http_corelog_init,                 /* postconfiguration */
+
+    ngx_http_corelog_create_main_conf,     /* create main configuration */
+    ngx_http_corelog_init_main_conf,       /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_corelog_create_loc_conf,      /* create location configuration */
+    ngx_http_corelog_merge_loc_conf        /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_corelog_module = {
+    NGX_MODULE_V1,
+    &ngx_http_corelog_module_ctx,          /* module context */
+    ngx_http_corelog_commands,             /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    ngx_http_corelog_init_process,         /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    ngx_http_corelog_exit_process,         /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static ngx_int_t
+ngx_http_corelog_init(ngx_conf_t *cf)
+{
+    return ngx_http_corelog_auth_init(cf);
+}
+
+
+static void *
+ngx_http_corelog_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_corelog_main_conf_t  *cmcf;
+
+    cmcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_corelog_main_conf_t));
+    if (cmcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     cmcf->conninfo = { 0, NULL };
+     *     cmcf->keywords = NULL;
+     *     cmcf->values = NULL;
+     */
+
+    cmcf->connections = NGX_CONF_UNSET_UINT;
+    cmcf->queue_max = NGX_CONF_UNSET_UINT;
+    cmcf->batch_max = NGX_CONF_UNSET_UINT;
+    cmcf->query_timeout = NGX_CONF_UNSET_MSEC;
+    cmcf->connect_timeout = NGX_CONF_UNSET_MSEC;
+    cmcf->token_cache_size = NGX_CONF_UNSET_UINT;
+    cmcf->token_cache_ttl = NGX_CONF_UNSET_MSEC;
+
+    return cmcf;
+}
+
+
+static char *
+ngx_http_corelog_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_http_corelog_main_conf_t  *cmcf = conf;
+
+    ngx_conf_init_uint_value(cmcf->connections, 4);
+    ngx_conf_init_uint_value(cmcf->queue_max, 1024);
+    ngx_conf_init_uint_value(cmcf->batch_max, 1);
+    ngx_conf_init_msec_value(cmcf->query_timeout, 5000);
+    ngx_conf_init_msec_value(cmcf->connect_timeout, 5000);
+    ngx_conf_init_uint_value(cmcf->token_cache_size, 1024);
+    ngx_conf_init_msec_value(cmcf->token_cache_ttl, 30000);
+
+    return NGX_CONF_OK;
+}
+
+
+static void *
+ngx_http_corelog_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_corelog_loc_conf_t  *clcf;
+
+    clcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_corelog_loc_conf_t));
+    if (clcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     clcf->api = NULL;
+     *     clcf->api_args = NULL;
+     *     clcf->error_api = NULL;
+     */
+
+    clcf->auth_uri.len = NGX_CONF_UNSET_SIZE;
+    clcf->token_check = NGX_CONF_UNSET_UINT;
+
+    return clcf;
+}
+
+
+static char *
+ngx_http_corelog_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_corelog_loc_conf_t *prev = parent;
+    ngx_http_corelog_loc_conf_t *conf = child;
+
+    ngx_http_corelog_main_conf_t  *cmcf;
+
+    if (conf->auth_uri.len == NGX_CONF_UNSET_SIZE) {
+        conf->auth_uri = prev->auth_uri;
+    }
+
+    if (conf->auth_uri.len == NGX_CONF_UNSET_SIZE) {
+        ngx_str_null(&conf->auth_uri);
+    }
+
+    ngx_conf_merge_uint_value(conf->token_check, prev->token_check,
+                              NGX_HTTP_CORELOG_TOKEN_OFF);
+
+    if (conf->api != NULL) {
+        if (conf->auth_uri.len == 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "corelog: \"corelog_api %V\" needs "
+                               "\"corelog_auth_request\" in the same location",
+                               &conf->api->name);
+            return NGX_CONF_ERROR;
+        }
+
+        cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_corelog_module);
+
+        if (cmcf->conninfo.len == 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "corelog: \"corelog_api %V\" needs "
+                               "\"corelog_postgres\" at the http level",
+                               &conf->api->name);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    if (conf->token_check != NGX_HTTP_CORELOG_TOKEN_OFF) {
+        cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_corelog_module);
+
+        if (cmcf->conninfo.len == 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "corelog: \"corelog_token_check\" needs "
+                               "\"corelog_postgres\" at the http level");
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_corelog_postgres(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_corelog_main_conf_t  *cmcf = conf;
+
+    ngx_str_t  *value;
+
+    if (cmcf->conninfo.data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (value[1].len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "corelog: empty conninfo in \"%V\"", &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    cmcf->conninfo = value[1];
+
+    return ngx_http_corelog_pg_conninfo(cf, cmcf);
+}
+
+
+static char *
+ngx_http_corelog_token_cache(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_corelog_main_conf_t  *cmcf = conf;
+
+    ngx_int_t   n;
+    ngx_str_t  *value;
+
+    if (cmcf->token_cache_size != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "off") == 0) {
+        if (cf->args->nelts != 2) {
+            return "takes no time with \"off\"";
+        }
+
+        cmcf->token_cache_size = 0;
+        cmcf->token_cache_ttl = 0;
+        return NGX_CONF_OK;
+    }
+
+    n = ngx_atoi(value[1].data, value[1].len);
+    if (n <= 0 || n > 1048576) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "corelog: invalid token cache size \"%V\", "
+                           "expected 1..1048576 or \"off\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    cmcf->token_cache_size = n;
+
+    if (cf->args->nelts == 3) {
+        cmcf->token_cache_ttl = ngx_parse_time(&value[2], 0);
+        if (cmcf->token_cache_ttl == (ngx_msec_t) NGX_ERROR
+            || cmcf->token_cache_ttl == 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "corelog: invalid token cache time \"%V\"",
+                               &value[2]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_corelog_auth_request(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_corelog_loc_conf_t  *clcf = conf;
+
+    ngx_str_t  *value;
+
+    if (clcf->auth_uri.len != NGX_CONF_UNSET_SIZE) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "off") == 0) {
+        ngx_str_null(&clcf->auth_uri);
+        return NGX_CONF_OK;
+    }
+
+    if (value[1].len == 0 || value[1].data[0] != '/') {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "corelog: \"%V\" takes a URI starting with \"/\" "
+                           "or \"off\", not \"%V\"", &cmd->name, &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    clcf->auth_uri = value[1];
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_corelog_set_handler(ngx_conf_t *cf, ngx_http_handler_pt handler)
+{
+    ngx_http_core_loc_conf_t  *hlcf;
+
+    hlcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (hlcf->handler != NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "corelog: a location takes one of "
+                           "\"corelog_api\", \"corelog_token_check\", "
+                           "\"corelog_error\" and no other content handler");
+        return NGX_ERROR;
+    }
+
+    hlcf->handler = handler;
+
+    return NGX_OK;
+}
+
+
+static char *
+ngx_http_corelog_token_check(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_corelog_loc_conf_t  *clcf = conf;
+
+    ngx_str_t  *value;
+
+    if (clcf->token_check != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "bearer") == 0) {
+        clcf->token_check = NGX_HTTP_CORELOG_TOKEN_BEARER;
+
+    } else if (ngx_strcmp(value[1].data, "x-auth-token") == 0) {
+        clcf->token_check = NGX_HTTP_CORELOG_TOKEN_X_AUTH;
+
+    } else {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "corelog: invalid value \"%V\" in \"%V\", "
+                           "expected \"bearer\" or \"x-auth-token\"",
+                           &value[1], &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_http_corelog_set_handler(cf, ngx_http_corelog_token_handler)
+        != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_corelog_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_corelog_loc_conf_t  *clcf = conf;
+
+    ngx_str_t                         *value;
+    ngx_uint_t                         i;
+    ngx_http_complex_value_t          *cv;
+    ngx_http_compile_complex_value_t   ccv;
+
+    if (clcf->api != NULL) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    clcf->api = ngx_http_corelog_api_find(&value[1]);
+    if (clcf->api == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "corelog: unknown API \"%V\" in \"%V\"",
+                           &value[1], &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    if (cf->args->nelts - 2 != clcf->api->nargs) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "corelog: \"%V %V\" takes %ui argument(s)",
+                           &cmd->name, &value[1], clcf->api->nargs);
+        return NGX_CONF_ERROR;
+    }
+
+    if (clcf->api->nargs) {
+        clcf->api_args = ngx_array_create(cf->pool, clcf->api->nargs,
+                                          sizeof(ngx_http_complex_value_t));
+        if (clcf->api_args == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        for (i = 2; i < cf->args->nelts; i++) {
+            cv = ngx_array_push(clcf->api_args);
+            if (cv == NULL) {
+                return NGX_CONF_ERROR;
+            }
+
+            ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
+
+            ccv.cf = cf;
+            ccv.value = &value[i];
+            ccv.complex_value = cv;
+
+            if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
+                return NGX_CONF_ERROR;
+            }
+        }
+    }
+
+    if (ngx_http_corelog_set_handler(cf, ngx_http_corelog_handler) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_corelog_error(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_corelog_loc_conf_t  *clcf = conf;
+
+    ngx_str_t  *value;
+
+    if (clcf->error_api != NULL) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    clcf->error_api = ngx_http_corelog_api_find(&value[1]);
+    if (clcf->error_api == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "corelog: unknown API \"%V\" in \"%V\"",
+                           &value[1], &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_http_corelog_set_handler(cf, ngx_http_corelog_error_handler)
+        != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_corelog_init_process(ngx_cycle_t *cycle)
+{
+    return ngx_http_corelog_pg_init_process(cycle);
+}
+
+
+static void
+ngx_http_corelog_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_http_corelog_pg_exit_process(cycle);
+    ngx_http_corelog_token_exit_process(cycle);
+}

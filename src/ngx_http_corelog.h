@@ -1,0 +1,280 @@
+
+/*
+ * Copyright (C) corelog authors
+ */
+
+
+#ifndef _NGX_HTTP_CORELOG_H_INCLUDED_
+#define _NGX_HTTP_CORELOG_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include <libpq-fe.h>
+#include <jansson.h>
+
+
+#define NGX_HTTP_CORELOG_MAX_FIELD_ERRORS  16
+#define NGX_HTTP_CORELOG_UUID_LEN          36
+#define NGX_HTTP_CORELOG_TIME_LEN          24   /* 2025-07-10T11:00:00.000Z */
+
+#define NGX_HTTP_CORELOG_TOKEN_OFF         0
+#define NGX_HTTP_CORELOG_TOKEN_BEARER      1
+#define NGX_HTTP_CORELOG_TOKEN_X_AUTH      2
+
+
+typedef struct ngx_http_corelog_api_s      ngx_http_corelog_api_t;
+typedef struct ngx_http_corelog_op_s       ngx_http_corelog_op_t;
+typedef struct ngx_http_corelog_pg_conn_s  ngx_http_corelog_pg_conn_t;
+
+
+typedef struct {
+    ngx_str_t                    conninfo;        /* corelog_postgres */
+    const char                 **keywords;        /* NULL-terminated */
+    const char                 **values;
+    ngx_uint_t                   connections;     /* per worker */
+    ngx_uint_t                   queue_max;       /* per worker */
+    ngx_msec_t                   query_timeout;
+    ngx_msec_t                   connect_timeout;
+    ngx_uint_t                   batch_max;       /* rows per statement */
+    ngx_uint_t                   token_cache_size;
+    ngx_msec_t                   token_cache_ttl;
+} ngx_http_corelog_main_conf_t;
+
+
+typedef struct {
+    ngx_str_t                    auth_uri;        /* corelog_auth_request */
+    ngx_uint_t                   token_check;     /* corelog_token_check */
+    ngx_http_corelog_api_t      *api;             /* corelog_api */
+    ngx_array_t                 *api_args;        /* ngx_http_complex_value_t */
+    ngx_http_corelog_api_t      *error_api;       /* corelog_error */
+} ngx_http_corelog_loc_conf_t;
+
+
+typedef struct {
+    ngx_str_t                    field;
+    ngx_str_t                    message;
+} ngx_http_corelog_field_error_t;
+
+
+/* an error answer, neutral of the route's error shape */
+
+typedef struct {
+    ngx_uint_t                   status;
+    ngx_str_t                    message;
+    ngx_uint_t                   nfields;
+    ngx_http_corelog_field_error_t  fields[NGX_HTTP_CORELOG_MAX_FIELD_ERRORS];
+} ngx_http_corelog_error_t;
+
+
+/*
+ * One statement the module runs.  A batched statement takes one array per
+ * column ($1 is the row ordinal, int[]; $2.. the columns, each sent as a
+ * text array literal) and returns one row per input row with the ordinal
+ * in column 0; a plain statement takes the op's values as its parameters.
+ */
+
+typedef struct {
+    const char                  *name;
+    const char                  *sql;
+    ngx_uint_t                   nparams;         /* columns of one row */
+    unsigned                     batched:1;
+} ngx_http_corelog_stmt_t;
+
+
+/*
+ * The handler is called once: with rc NGX_OK, res and the row of this op,
+ * or with rc an HTTP status (503, 504, 500) and res NULL.  The op is gone
+ * from every queue when it runs; the handler finalizes the request.
+ */
+
+typedef void (*ngx_http_corelog_op_handler_pt)(ngx_http_corelog_op_t *op,
+    ngx_int_t rc, PGresult *res, int row);
+
+
+#define NGX_HTTP_CORELOG_OP_NEW       0
+#define NGX_HTTP_CORELOG_OP_QUEUED    1    /* in the worker's queue */
+#define NGX_HTTP_CORELOG_OP_SENT      2    /* in conn->ops[slot] */
+#define NGX_HTTP_CORELOG_OP_DISPATCH  3    /* its answer is being given */
+#define NGX_HTTP_CORELOG_OP_DONE      4
+
+
+struct ngx_http_corelog_op_s {
+    ngx_queue_t                  queue;
+    ngx_http_request_t          *request;
+    ngx_http_corelog_stmt_t     *stmt;
+    ngx_str_t                   *values;          /* data NULL: SQL NULL */
+    ngx_http_corelog_op_handler_pt  handler;
+    void                        *data;
+    ngx_http_corelog_pg_conn_t  *conn;            /* while SENT */
+    ngx_uint_t                   slot;            /* in conn->ops */
+    ngx_int_t                    row;             /* in the result */
+    ngx_uint_t                   state;
+    ngx_event_t                  wait;            /* queue wait bound */
+};
+
+
+#define NGX_HTTP_CORELOG_PG_DOWN        0
+#define NGX_HTTP_CORELOG_PG_CONNECTING  1
+#define NGX_HTTP_CORELOG_PG_IDLE        2
+#define NGX_HTTP_CORELOG_PG_BUSY        3
+
+
+struct ngx_http_corelog_pg_conn_s {
+    PGconn                      *conn;
+    ngx_connection_t            *c;           /* wraps PQsocket() */
+    ngx_uint_t                   state;
+    ngx_uint_t                   index;
+    PostgresPollingStatusType    poll;
+    ngx_event_t                  backoff;     /* cancelable reconnect */
+    ngx_msec_t                   delay;
+    ngx_uint_t                   failures;    /* since the last success */
+    ngx_http_corelog_op_t      **ops;         /* the statement's rows */
+    ngx_uint_t                   nops;
+    PGresult                    *res;
+    PGresult                    *error;
+    ngx_log_t                    log;
+    unsigned                     flushing:1;
+};
+
+
+typedef struct {
+    ngx_uint_t                   status;          /* of the subrequest */
+    ngx_str_t                    account;
+    ngx_str_t                    domain;
+    ngx_str_t                    project;
+    ngx_str_t                    error;           /* X-Corelog-Error */
+    ngx_str_t                    www_authenticate;
+    ngx_str_t                    retry_after;
+    unsigned                     started:1;
+    unsigned                     done:1;
+    unsigned                     allowed:1;
+} ngx_http_corelog_auth_t;
+
+
+typedef struct {
+    ngx_http_corelog_auth_t      auth;
+    ngx_http_corelog_api_t      *api;
+    void                        *data;            /* the api's request state */
+    ngx_str_t                    request_id;
+} ngx_http_corelog_ctx_t;
+
+
+struct ngx_http_corelog_api_s {
+    ngx_str_t                    name;
+    ngx_uint_t                   nargs;           /* corelog_api arguments */
+    ngx_http_corelog_stmt_t     *stmt;
+
+    /* validate the parsed body; fill op->values; NGX_DECLINED + err */
+    ngx_int_t                  (*prepare)(ngx_http_request_t *r,
+                                   ngx_http_corelog_ctx_t *ctx, json_t *body,
+                                   ngx_http_corelog_op_t *op,
+                                   ngx_http_corelog_error_t *err);
+
+    /* the statement's row for this request: send the answer */
+    ngx_int_t                  (*reply)(ngx_http_request_t *r,
+                                   ngx_http_corelog_ctx_t *ctx,
+                                   PGresult *res, int row);
+
+    /* send an error in this route's shape */
+    ngx_int_t                  (*send_error)(ngx_http_request_t *r,
+                                   ngx_http_corelog_ctx_t *ctx,
+                                   ngx_http_corelog_error_t *err);
+};
+
+
+/* a JSON writer into one growing pool buffer */
+
+typedef struct {
+    ngx_pool_t                  *pool;
+    u_char                      *start;
+    u_char                      *pos;
+    u_char                      *end;
+    unsigned                     failed:1;
+} ngx_http_corelog_out_t;
+
+
+extern ngx_module_t  ngx_http_corelog_module;
+
+extern ngx_http_corelog_api_t  ngx_http_corelog_api_corelog;
+
+
+/* ngx_http_corelog_handler.c */
+ngx_int_t ngx_http_corelog_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_corelog_error_handler(ngx_http_request_t *r);
+ngx_http_corelog_ctx_t *ngx_http_corelog_get_ctx(ngx_http_request_t *r);
+ngx_http_corelog_api_t *ngx_http_corelog_api_find(ngx_str_t *name);
+void ngx_http_corelog_finalize(ngx_http_request_t *r, ngx_int_t rc);
+
+/* ngx_http_corelog_auth.c */
+ngx_int_t ngx_http_corelog_auth_init(ngx_conf_t *cf);
+ngx_int_t ngx_http_corelog_auth_verdict(ngx_http_request_t *r,
+    ngx_http_corelog_ctx_t *ctx, ngx_http_corelog_error_t *err);
+
+/* ngx_http_corelog_token.c */
+ngx_int_t ngx_http_corelog_token_handler(ngx_http_request_t *r);
+void ngx_http_corelog_token_exit_process(ngx_cycle_t *cycle);
+
+/* ngx_http_corelog_pg.c */
+char *ngx_http_corelog_pg_conninfo(ngx_conf_t *cf,
+    ngx_http_corelog_main_conf_t *cmcf);
+ngx_int_t ngx_http_corelog_pg_init_process(ngx_cycle_t *cycle);
+void ngx_http_corelog_pg_exit_process(ngx_cycle_t *cycle);
+ngx_http_corelog_pg_conn_t *ngx_http_corelog_pg_idle(void);
+ngx_int_t ngx_http_corelog_pg_available(void);
+ngx_int_t ngx_http_corelog_pg_send(ngx_http_corelog_pg_conn_t *pc,
+    ngx_http_corelog_stmt_t *stmt, int nparams, const char *const *values,
+    const int *lengths);
+
+/* ngx_http_corelog_batch.c */
+ngx_http_corelog_op_t *ngx_http_corelog_batch_op(ngx_http_request_t *r,
+    ngx_http_corelog_stmt_t *stmt);
+ngx_int_t ngx_http_corelog_batch_post(ngx_http_corelog_op_t *op);
+void ngx_http_corelog_batch_run(void);
+void ngx_http_corelog_batch_done(ngx_http_corelog_pg_conn_t *pc,
+    ngx_int_t rc, PGresult *res);
+void ngx_http_corelog_batch_fail_queued(ngx_int_t rc);
+ngx_int_t ngx_http_corelog_batch_init_process(ngx_cycle_t *cycle,
+    ngx_http_corelog_main_conf_t *cmcf);
+
+/* ngx_http_corelog_json.c */
+ngx_int_t ngx_http_corelog_json_parse(ngx_http_request_t *r, json_t **root,
+    ngx_http_corelog_error_t *err);
+void ngx_http_corelog_out_init(ngx_http_corelog_out_t *out, ngx_pool_t *pool,
+    size_t size);
+void ngx_http_corelog_out_raw(ngx_http_corelog_out_t *out, const char *s,
+    size_t len);
+#define ngx_http_corelog_out_lit(out, s)                                     \
+    ngx_http_corelog_out_raw(out, s, sizeof(s) - 1)
+void ngx_http_corelog_out_str(ngx_http_corelog_out_t *out, ngx_str_t *s);
+void ngx_http_corelog_out_str_or_null(ngx_http_corelog_out_t *out,
+    ngx_str_t *s);
+void ngx_http_corelog_out_int(ngx_http_corelog_out_t *out, ngx_int_t n);
+void ngx_http_corelog_out_double(ngx_http_corelog_out_t *out, double d);
+
+/* ngx_http_corelog_reply.c */
+ngx_int_t ngx_http_corelog_reply_send(ngx_http_request_t *r,
+    ngx_uint_t status, ngx_http_corelog_out_t *out);
+ngx_int_t ngx_http_corelog_reply_error(ngx_http_request_t *r,
+    ngx_http_corelog_ctx_t *ctx, ngx_http_corelog_error_t *err);
+ngx_int_t ngx_http_corelog_reply_error_corelog(ngx_http_request_t *r,
+    ngx_http_corelog_ctx_t *ctx, ngx_http_corelog_error_t *err);
+void ngx_http_corelog_error_set(ngx_http_corelog_error_t *err,
+    ngx_uint_t status, const char *message);
+void ngx_http_corelog_error_field(ngx_http_corelog_error_t *err,
+    const char *field, const char *message);
+const char *ngx_http_corelog_status_name(ngx_uint_t status);
+ngx_int_t ngx_http_corelog_reply_header(ngx_http_request_t *r,
+    const char *key, ngx_str_t *value);
+
+/* ngx_http_corelog_util.c */
+ngx_int_t ngx_http_corelog_uuid_parse(ngx_str_t *in, u_char *out);
+void ngx_http_corelog_uuid_v7(u_char *out);
+void ngx_http_corelog_time_rfc3339(u_char *out, time_t sec, ngx_msec_t msec);
+ngx_int_t ngx_http_corelog_utf8_length(ngx_str_t *s);
+ngx_int_t ngx_http_corelog_random(u_char *buf, size_t len);
+
+
+#endif /* _NGX_HTTP_CORELOG_H_INCLUDED_ */

@@ -1,0 +1,400 @@
+
+/*
+ * Copyright (C) corelog authors
+ *
+ * corelog_auth_request: before the body is read, a subrequest (as in
+ * nginx's auth_request) to the auth location, with the caller's headers
+ * but never the body, its Content-Length or its Transfer-Encoding.  Its
+ * status and X-Corelog-* headers become the caller's identity or the
+ * reason for a 401/403/429/503; the content handler gives the answer.
+ */
+
+
+#include "ngx_http_corelog.h"
+
+
+static ngx_int_t ngx_http_corelog_auth_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_corelog_auth_done(ngx_http_request_t *sr,
+    void *data, ngx_int_t rc);
+static ngx_int_t ngx_http_corelog_auth_headers(ngx_http_request_t *r,
+    ngx_http_request_t *sr);
+static ngx_str_t *ngx_http_corelog_auth_find(ngx_list_t *headers,
+    const char *name);
+static ngx_int_t ngx_http_corelog_auth_name(ngx_str_t *s);
+
+
+ngx_int_t
+ngx_http_corelog_auth_init(ngx_conf_t *cf)
+{
+    ngx_http_handler_pt        *h;
+    ngx_http_core_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_ACCESS_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_corelog_auth_handler;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_corelog_auth_handler(ngx_http_request_t *r)
+{
+    ngx_http_request_t           *sr;
+    ngx_http_corelog_ctx_t       *ctx;
+    ngx_http_post_subrequest_t   *ps;
+    ngx_http_corelog_loc_conf_t  *llcf;
+
+    llcf = ngx_http_get_module_loc_conf(r, ngx_http_corelog_module);
+
+    if (llcf->auth_uri.len == 0 || r != r->main) {
+        return NGX_DECLINED;
+    }
+
+    /* other methods get their 405 without costing an auth round trip */
+
+    if (r->method != NGX_HTTP_POST) {
+        return NGX_DECLINED;
+    }
+
+    ctx = ngx_http_corelog_get_ctx(r);
+    if (ctx == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (ctx->auth.done) {
+        /* the verdict is the content handler's to answer */
+        return NGX_OK;
+    }
+
+    if (ctx->auth.started) {
+        return NGX_AGAIN;
+    }
+
+    ps = ngx_palloc(r->pool, sizeof(ngx_http_post_subrequest_t));
+    if (ps == NULL) {
+        return NGX_ERROR;
+    }
+
+    ps->handler = ngx_http_corelog_auth_done;
+    ps->data = ctx;
+
+    if (ngx_http_subrequest(r, &llcf->auth_uri, NULL, &sr, ps,
+                            NGX_HTTP_SUBREQUEST_WAITED)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_corelog_auth_headers(r, sr) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ctx->auth.started = 1;
+
+    return NGX_AGAIN;
+}
+
+
+/*
+ * The subrequest gets the caller's headers without Content-Length and
+ * Transfer-Encoding, and an empty body: a proxied auth location must not
+ * wait for a body that never comes.
+ */
+
+static ngx_int_t
+ngx_http_corelog_auth_headers(ngx_http_request_t *r, ngx_http_request_t *sr)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h, *nh;
+
+    sr->request_body = ngx_pcalloc(r->pool, sizeof(ngx_http_request_body_t));
+    if (sr->request_body == NULL) {
+        return NGX_ERROR;
+    }
+
+    sr->header_only = 1;
+
+    if (ngx_list_init(&sr->headers_in.headers, r->pool, 16,
+                      sizeof(ngx_table_elt_t))
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if ((h[i].key.len == sizeof("Content-Length") - 1
+             && ngx_strncasecmp(h[i].key.data, (u_char *) "Content-Length",
+                                h[i].key.len) == 0)
+            || (h[i].key.len == sizeof("Transfer-Encoding") - 1
+                && ngx_strncasecmp(h[i].key.data,
+                                   (u_char *) "Transfer-Encoding",
+                                   h[i].key.len) == 0))
+        {
+            continue;
+        }
+
+        nh = ngx_list_push(&sr->headers_in.headers);
+        if (nh == NULL) {
+            return NGX_ERROR;
+        }
+
+        *nh = h[i];
+    }
+
+    sr->headers_in.content_length = NULL;
+    sr->headers_in.content_length_n = -1;
+    sr->headers_in.transfer_encoding = NULL;
+    sr->headers_in.chunked = 0;
+
+    return NGX_OK;
+}
+
+
+/*
+ * Called as the subrequest finalizes (perhaps more than once): record its
+ * status and headers.  It neither finalizes nor runs posted requests.
+ */
+
+static ngx_int_t
+ngx_http_corelog_auth_done(ngx_http_request_t *sr, void *data, ngx_int_t rc)
+{
+    ngx_http_corelog_ctx_t  *ctx = data;
+
+    ngx_str_t                *v;
+    ngx_list_t               *headers;
+    ngx_http_corelog_auth_t  *a;
+
+    a = &ctx->auth;
+    a->done = 1;
+
+    a->status = sr->headers_out.status;
+
+    if (a->status == 0 && rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        a->status = rc;
+    }
+
+    if (a->status == 0 && rc == NGX_ERROR) {
+        a->status = NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, sr->connection->log, 0,
+                   "corelog auth done: status %ui, rc %i", a->status, rc);
+
+    headers = &sr->headers_out.headers;
+
+    if (ngx_http_corelog_auth_find(headers, "X-Corelog-Account") == NULL
+        && sr->upstream)
+    {
+        headers = &sr->upstream->headers_in.headers;
+    }
+
+    v = ngx_http_corelog_auth_find(headers, "X-Corelog-Account");
+    a->account = v ? *v : (ngx_str_t) ngx_null_string;
+
+    v = ngx_http_corelog_auth_find(headers, "X-Corelog-Domain");
+    a->domain = v ? *v : (ngx_str_t) ngx_null_string;
+
+    v = ngx_http_corelog_auth_find(headers, "X-Corelog-Project");
+    a->project = v ? *v : (ngx_str_t) ngx_null_string;
+
+    v = ngx_http_corelog_auth_find(headers, "X-Corelog-Error");
+    a->error = v ? *v : (ngx_str_t) ngx_null_string;
+
+    v = ngx_http_corelog_auth_find(headers, "WWW-Authenticate");
+    a->www_authenticate = v ? *v : (ngx_str_t) ngx_null_string;
+
+    v = ngx_http_corelog_auth_find(headers, "Retry-After");
+    a->retry_after = v ? *v : (ngx_str_t) ngx_null_string;
+
+    return rc;
+}
+
+
+static ngx_str_t *
+ngx_http_corelog_auth_find(ngx_list_t *headers, const char *name)
+{
+    size_t            len;
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    len = ngx_strlen(name);
+    part = &headers->part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return NULL;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].hash == 0 || h[i].key.len != len) {
+            continue;
+        }
+
+        if (ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0) {
+            return &h[i].value;
+        }
+    }
+}
+
+
+/*
+ * The content handler asks: NGX_OK with the identity in ctx->auth, or
+ * NGX_DECLINED with the error to answer.
+ */
+
+ngx_int_t
+ngx_http_corelog_auth_verdict(ngx_http_request_t *r,
+    ngx_http_corelog_ctx_t *ctx, ngx_http_corelog_error_t *err)
+{
+    u_char                       *msg;
+    ngx_http_corelog_auth_t      *a;
+    ngx_http_corelog_loc_conf_t  *llcf;
+    u_char                        uuid[NGX_HTTP_CORELOG_UUID_LEN];
+
+    a = &ctx->auth;
+
+    if (!a->done) {
+        llcf = ngx_http_get_module_loc_conf(r, ngx_http_corelog_module);
+
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "corelog: no auth verdict for \"%V\" (auth request "
+                      "\"%V\" did not run)", &r->uri, &llcf->auth_uri);
+        ngx_http_corelog_error_set(err, NGX_HTTP_INTERNAL_SERVER_ERROR, NULL);
+        return NGX_DECLINED;
+    }
+
+    if (a->status >= 200 && a->status < 300) {
+
+        msg = NULL;
+
+        if (a->account.len == 0) {
+            msg = (u_char *) "no X-Corelog-Account header";
+
+        } else if (ngx_http_corelog_uuid_parse(&a->account, uuid) != NGX_OK) {
+            msg = (u_char *) "X-Corelog-Account is not a UUID";
+
+        } else if (a->domain.len
+                   && ngx_http_corelog_auth_name(&a->domain) != NGX_OK)
+        {
+            msg = (u_char *) "invalid X-Corelog-Domain";
+
+        } else if (a->project.len
+                   && ngx_http_corelog_auth_name(&a->project) != NGX_OK)
+        {
+            msg = (u_char *) "invalid X-Corelog-Project";
+        }
+
+        if (msg) {
+            llcf = ngx_http_get_module_loc_conf(r, ngx_http_corelog_module);
+
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "corelog: auth request \"%V\" allowed the caller "
+                          "but gave %s", &llcf->auth_uri, msg);
+            ngx_http_corelog_error_set(err, NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                       NULL);
+            return NGX_DECLINED;
+        }
+
+        a->account.data = ngx_pnalloc(r->pool, NGX_HTTP_CORELOG_UUID_LEN);
+        if (a->account.data == NULL) {
+            ngx_http_corelog_error_set(err, NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                       NULL);
+            return NGX_DECLINED;
+        }
+
+        ngx_memcpy(a->account.data, uuid, NGX_HTTP_CORELOG_UUID_LEN);
+        a->allowed = 1;
+
+        return NGX_OK;
+    }
+
+    switch (a->status) {
+
+    case NGX_HTTP_UNAUTHORIZED:
+    case NGX_HTTP_FORBIDDEN:
+    case NGX_HTTP_TOO_MANY_REQUESTS:
+    case NGX_HTTP_SERVICE_UNAVAILABLE:
+        ngx_http_corelog_error_set(err, a->status, NULL);
+
+        if (a->error.len && a->error.len <= 200
+            && ngx_http_corelog_auth_name(&a->error) != NGX_ERROR)
+        {
+            err->message = a->error;
+        }
+
+        return NGX_DECLINED;
+    }
+
+    llcf = ngx_http_get_module_loc_conf(r, ngx_http_corelog_module);
+
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                  "corelog: auth request \"%V\" answered unexpected "
+                  "status %ui", &llcf->auth_uri, a->status);
+
+    ngx_http_corelog_error_set(err, NGX_HTTP_INTERNAL_SERVER_ERROR, NULL);
+
+    return NGX_DECLINED;
+}
+
+
+/*
+ * Identity values: letters, digits, '_', '-', '.', 1..64 of them (NGX_OK);
+ * for messages, printable ASCII is enough (NGX_DECLINED).
+ */
+
+static ngx_int_t
+ngx_http_corelog_auth_name(ngx_str_t *s)
+{
+    u_char      ch;
+    ngx_int_t   rc;
+    ngx_uint_t  i;
+
+    rc = (s->len <= 64) ? NGX_OK : NGX_DECLINED;
+
+    for (i = 0; i < s->len; i++) {
+        ch = s->data[i];
+
+        if (ch < 0x20 || ch > 0x7e) {
+            return NGX_ERROR;
+        }
+
+        if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z')
+            || (ch >= '0' && ch <= '9') || ch == '_' || ch == '-' || ch == '.')
+        {
+            continue;
+        }
+
+        rc = NGX_DECLINED;
+    }
+
+    return rc;
+}

@@ -1,0 +1,514 @@
+
+/*
+ * Copyright (C) corelog authors
+ *
+ * The per-worker write queue.  A request whose body is valid becomes an op
+ * in the queue; a free connection takes the ops queued for one statement
+ * (up to corelog_batch_max of them) and sends them as one statement of
+ * arrays, one element per op.  The statement returns one row per op, so
+ * each request gets its own answer.
+ */
+
+
+#include "ngx_http_corelog.h"
+
+
+static void ngx_http_corelog_batch_take(ngx_http_corelog_pg_conn_t *pc);
+static u_char *ngx_http_corelog_batch_reserve(size_t size);
+static u_char *ngx_http_corelog_batch_array(u_char *p,
+    ngx_http_corelog_pg_conn_t *pc, ngx_uint_t column);
+static void ngx_http_corelog_batch_cleanup(void *data);
+static void ngx_http_corelog_batch_wait_handler(ngx_event_t *ev);
+
+
+static ngx_http_corelog_main_conf_t  *ngx_http_corelog_batch_conf;
+static ngx_queue_t                    ngx_http_corelog_batch_queue;
+static ngx_uint_t                     ngx_http_corelog_batch_nqueued;
+static ngx_uint_t                     ngx_http_corelog_batch_running;
+static ngx_uint_t                     ngx_http_corelog_batch_again;
+
+/* one reusable buffer for the parameters of the statement being sent */
+static u_char                        *ngx_http_corelog_batch_buf;
+static size_t                         ngx_http_corelog_batch_size;
+static const char                   **ngx_http_corelog_batch_values;
+static ngx_uint_t                     ngx_http_corelog_batch_nvalues;
+
+
+ngx_int_t
+ngx_http_corelog_batch_init_process(ngx_cycle_t *cycle,
+    ngx_http_corelog_main_conf_t *cmcf)
+{
+    ngx_http_corelog_batch_conf = cmcf;
+    ngx_queue_init(&ngx_http_corelog_batch_queue);
+    ngx_http_corelog_batch_nqueued = 0;
+
+    return NGX_OK;
+}
+
+
+ngx_http_corelog_op_t *
+ngx_http_corelog_batch_op(ngx_http_request_t *r, ngx_http_corelog_stmt_t *stmt)
+{
+    ngx_pool_cleanup_t     *cln;
+    ngx_http_corelog_op_t  *op;
+
+    op = ngx_pcalloc(r->pool, sizeof(ngx_http_corelog_op_t));
+    if (op == NULL) {
+        return NULL;
+    }
+
+    op->values = ngx_pcalloc(r->pool, stmt->nparams * sizeof(ngx_str_t));
+    if (op->values == NULL) {
+        return NULL;
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NULL;
+    }
+
+    cln->handler = ngx_http_corelog_batch_cleanup;
+    cln->data = op;
+
+    op->request = r;
+    op->stmt = stmt;
+    op->row = -1;
+    op->state = NGX_HTTP_CORELOG_OP_NEW;
+
+    op->wait.handler = ngx_http_corelog_batch_wait_handler;
+    op->wait.data = op;
+    op->wait.log = r->connection->log;
+
+    return op;
+}
+
+
+/*
+ * NGX_OK: queued (its handler may even have run already);
+ * NGX_BUSY: the queue is full; NGX_DECLINED: PostgreSQL is unavailable.
+ */
+
+ngx_int_t
+ngx_http_corelog_batch_post(ngx_http_corelog_op_t *op)
+{
+    ngx_http_corelog_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_corelog_batch_conf;
+
+    if (cmcf == NULL || ngx_http_corelog_pg_available() != NGX_OK) {
+        return NGX_DECLINED;
+    }
+
+    if (ngx_http_corelog_batch_nqueued >= cmcf->queue_max) {
+        ngx_log_error(NGX_LOG_WARN, op->request->connection->log, 0,
+                      "corelog: write queue full (%ui), answering 503",
+                      cmcf->queue_max);
+        return NGX_BUSY;
+    }
+
+    ngx_queue_insert_tail(&ngx_http_corelog_batch_queue, &op->queue);
+    ngx_http_corelog_batch_nqueued++;
+    op->state = NGX_HTTP_CORELOG_OP_QUEUED;
+
+    ngx_add_timer(&op->wait, cmcf->query_timeout);
+
+    ngx_http_corelog_batch_run();
+
+    return NGX_OK;
+}
+
+
+/* hand queued ops to idle connections; never re-entered */
+
+void
+ngx_http_corelog_batch_run(void)
+{
+    ngx_http_corelog_pg_conn_t  *pc;
+
+    if (ngx_http_corelog_batch_running) {
+        ngx_http_corelog_batch_again = 1;
+        return;
+    }
+
+    ngx_http_corelog_batch_running = 1;
+
+    do {
+        ngx_http_corelog_batch_again = 0;
+
+        while (!ngx_queue_empty(&ngx_http_corelog_batch_queue)) {
+            pc = ngx_http_corelog_pg_idle();
+            if (pc == NULL) {
+                break;
+            }
+
+            ngx_http_corelog_batch_take(pc);
+        }
+
+    } while (ngx_http_corelog_batch_again);
+
+    ngx_http_corelog_batch_running = 0;
+}
+
+
+static void
+ngx_http_corelog_batch_take(ngx_http_corelog_pg_conn_t *pc)
+{
+    u_char                   *p;
+    size_t                    size;
+    ngx_uint_t                i, n, nparams;
+    ngx_queue_t              *q, *next;
+    ngx_http_corelog_op_t    *op;
+    ngx_http_corelog_stmt_t  *stmt;
+
+    q = ngx_queue_head(&ngx_http_corelog_batch_queue);
+    op = ngx_queue_data(q, ngx_http_corelog_op_t, queue);
+    stmt = op->stmt;
+
+    n = stmt->batched ? ngx_http_corelog_batch_conf->batch_max : 1;
+
+    /* take up to n ops of the same statement, oldest first */
+
+    pc->nops = 0;
+
+    while (q != ngx_queue_sentinel(&ngx_http_corelog_batch_queue)
+           && pc->nops < n)
+    {
+        next = ngx_queue_next(q);
+        op = ngx_queue_data(q, ngx_http_corelog_op_t, queue);
+
+        if (op->stmt == stmt) {
+            ngx_queue_remove(q);
+            ngx_http_corelog_batch_nqueued--;
+
+            if (op->wait.timer_set) {
+                ngx_del_timer(&op->wait);
+            }
+
+            op->state = NGX_HTTP_CORELOG_OP_SENT;
+            op->conn = pc;
+            op->slot = pc->nops;
+            pc->ops[pc->nops++] = op;
+        }
+
+        q = next;
+    }
+
+    /* one text parameter per column, NUL-terminated */
+
+    nparams = stmt->nparams + (stmt->batched ? 1 : 0);
+
+    if (nparams > ngx_http_corelog_batch_nvalues) {
+        if (ngx_http_corelog_batch_values) {
+            ngx_free(ngx_http_corelog_batch_values);
+        }
+
+        ngx_http_corelog_batch_values = ngx_alloc(nparams * sizeof(char *),
+                                                  ngx_cycle->log);
+        if (ngx_http_corelog_batch_values == NULL) {
+            ngx_http_corelog_batch_nvalues = 0;
+            goto failed;
+        }
+
+        ngx_http_corelog_batch_nvalues = nparams;
+    }
+
+    if (stmt->batched) {
+        size = 2 + pc->nops * (NGX_INT_T_LEN + 1);
+
+        for (i = 0; i < stmt->nparams; i++) {
+            size += 3;
+
+            for (n = 0; n < pc->nops; n++) {
+                size += 2 * pc->ops[n]->values[i].len + 5;
+            }
+        }
+
+    } else {
+        size = 0;
+
+        for (i = 0; i < stmt->nparams; i++) {
+            size += pc->ops[0]->values[i].len + 1;
+        }
+    }
+
+    p = ngx_http_corelog_batch_reserve(size);
+    if (p == NULL) {
+        goto failed;
+    }
+
+    if (stmt->batched) {
+        ngx_http_corelog_batch_values[0] = (const char *) p;
+        *p++ = '{';
+
+        for (n = 0; n < pc->nops; n++) {
+            p = ngx_sprintf(p, n ? ",%ui" : "%ui", n);
+        }
+
+        *p++ = '}';
+        *p++ = '\0';
+
+        for (i = 0; i < stmt->nparams; i++) {
+            ngx_http_corelog_batch_values[i + 1] = (const char *) p;
+            p = ngx_http_corelog_batch_array(p, pc, i);
+        }
+
+    } else {
+        op = pc->ops[0];
+
+        for (i = 0; i < stmt->nparams; i++) {
+            if (op->values[i].data == NULL) {
+                ngx_http_corelog_batch_values[i] = NULL;
+                continue;
+            }
+
+            ngx_http_corelog_batch_values[i] = (const char *) p;
+            p = ngx_cpymem(p, op->values[i].data, op->values[i].len);
+            *p++ = '\0';
+        }
+    }
+
+    (void) ngx_http_corelog_pg_send(pc, stmt, (int) nparams,
+                                    ngx_http_corelog_batch_values, NULL);
+    return;
+
+failed:
+
+    ngx_http_corelog_batch_done(pc, NGX_HTTP_INTERNAL_SERVER_ERROR, NULL);
+}
+
+
+static u_char *
+ngx_http_corelog_batch_reserve(size_t size)
+{
+    if (size > ngx_http_corelog_batch_size) {
+        if (ngx_http_corelog_batch_buf) {
+            ngx_free(ngx_http_corelog_batch_buf);
+        }
+
+        size = ngx_max(size, 4096);
+
+        ngx_http_corelog_batch_buf = ngx_alloc(size, ngx_cycle->log);
+        if (ngx_http_corelog_batch_buf == NULL) {
+            ngx_http_corelog_batch_size = 0;
+            return NULL;
+        }
+
+        ngx_http_corelog_batch_size = size;
+    }
+
+    return ngx_http_corelog_batch_buf;
+}
+
+
+/* a PostgreSQL array literal: {"a","b\"c",NULL} */
+
+static u_char *
+ngx_http_corelog_batch_array(u_char *p, ngx_http_corelog_pg_conn_t *pc,
+    ngx_uint_t column)
+{
+    u_char      *s, *last;
+    ngx_str_t   *v;
+    ngx_uint_t   n;
+
+    *p++ = '{';
+
+    for (n = 0; n < pc->nops; n++) {
+        if (n) {
+            *p++ = ',';
+        }
+
+        v = &pc->ops[n]->values[column];
+
+        if (v->data == NULL) {
+            p = ngx_cpymem(p, "NULL", 4);
+            continue;
+        }
+
+        *p++ = '"';
+
+        for (s = v->data, last = s + v->len; s < last; s++) {
+            if (*s == '"' || *s == '\\') {
+                *p++ = '\\';
+            }
+
+            *p++ = *s;
+        }
+
+        *p++ = '"';
+    }
+
+    *p++ = '}';
+    *p++ = '\0';
+
+    return p;
+}
+
+
+/*
+ * The statement on pc has ended: rc NGX_OK with its result, or an HTTP
+ * status.  Every op of it is answered once.  The ops are first moved to a
+ * local list, so that handlers may post new ops, even on this connection.
+ */
+
+void
+ngx_http_corelog_batch_done(ngx_http_corelog_pg_conn_t *pc, ngx_int_t rc,
+    PGresult *res)
+{
+    int                     row, rows;
+    ngx_int_t               ord;
+    ngx_uint_t              i, n;
+    ngx_queue_t             done, *q;
+    ngx_http_corelog_op_t  *op;
+
+    n = pc->nops;
+    pc->nops = 0;
+
+    if (n == 0) {
+        return;
+    }
+
+    ngx_queue_init(&done);
+
+    for (i = 0; i < n; i++) {
+        op = pc->ops[i];
+
+        if (op == NULL) {
+            continue;               /* its request is gone */
+        }
+
+        pc->ops[i] = NULL;
+        op->state = NGX_HTTP_CORELOG_OP_DISPATCH;
+        op->conn = NULL;
+        op->row = -1;
+        ngx_queue_insert_tail(&done, &op->queue);
+
+        if (res == NULL) {
+            continue;
+        }
+
+        if (!op->stmt->batched) {
+            op->row = PQntuples(res) ? 0 : -1;
+        }
+    }
+
+    if (res && !ngx_queue_empty(&done)) {
+        op = ngx_queue_data(ngx_queue_head(&done), ngx_http_corelog_op_t,
+                            queue);
+
+        if (op->stmt->batched) {
+            rows = PQntuples(res);
+
+            for (q = ngx_queue_head(&done);
+                 q != ngx_queue_sentinel(&done);
+                 q = ngx_queue_next(q))
+            {
+                op = ngx_queue_data(q, ngx_http_corelog_op_t, queue);
+
+                for (row = 0; row < rows; row++) {
+                    ord = ngx_atoi((u_char *) PQgetvalue(res, row, 0),
+                                   PQgetlength(res, row, 0));
+
+                    if (ord == (ngx_int_t) op->slot) {
+                        op->row = row;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    while (!ngx_queue_empty(&done)) {
+        q = ngx_queue_head(&done);
+        ngx_queue_remove(q);
+
+        op = ngx_queue_data(q, ngx_http_corelog_op_t, queue);
+        op->state = NGX_HTTP_CORELOG_OP_DONE;
+
+        if (rc == NGX_OK && (res == NULL || op->row < 0)) {
+            ngx_log_error(NGX_LOG_ERR, op->request->connection->log, 0,
+                          "corelog: statement \"%s\" returned no row "
+                          "for this request", op->stmt->name);
+            op->handler(op, NGX_HTTP_INTERNAL_SERVER_ERROR, NULL, -1);
+            continue;
+        }
+
+        op->handler(op, rc, res, (int) op->row);
+    }
+}
+
+
+void
+ngx_http_corelog_batch_fail_queued(ngx_int_t rc)
+{
+    ngx_queue_t            *q;
+    ngx_http_corelog_op_t  *op;
+
+    while (!ngx_queue_empty(&ngx_http_corelog_batch_queue)) {
+        q = ngx_queue_head(&ngx_http_corelog_batch_queue);
+        ngx_queue_remove(q);
+        ngx_http_corelog_batch_nqueued--;
+
+        op = ngx_queue_data(q, ngx_http_corelog_op_t, queue);
+
+        if (op->wait.timer_set) {
+            ngx_del_timer(&op->wait);
+        }
+
+        op->state = NGX_HTTP_CORELOG_OP_DONE;
+        op->handler(op, rc, NULL, -1);
+    }
+}
+
+
+static void
+ngx_http_corelog_batch_wait_handler(ngx_event_t *ev)
+{
+    ngx_http_corelog_op_t  *op;
+
+    op = ev->data;
+
+    if (op->state != NGX_HTTP_CORELOG_OP_QUEUED) {
+        return;
+    }
+
+    ngx_queue_remove(&op->queue);
+    ngx_http_corelog_batch_nqueued--;
+    op->state = NGX_HTTP_CORELOG_OP_DONE;
+
+    ngx_log_error(NGX_LOG_WARN, op->request->connection->log, 0,
+                  "corelog: write waited %M ms for a PostgreSQL connection, "
+                  "answering 503", ngx_http_corelog_batch_conf->query_timeout);
+
+    op->handler(op, NGX_HTTP_SERVICE_UNAVAILABLE, NULL, -1);
+}
+
+
+/* the request is gone: its op must be found nowhere */
+
+static void
+ngx_http_corelog_batch_cleanup(void *data)
+{
+    ngx_http_corelog_op_t  *op = data;
+
+    switch (op->state) {
+
+    case NGX_HTTP_CORELOG_OP_QUEUED:
+        ngx_queue_remove(&op->queue);
+        ngx_http_corelog_batch_nqueued--;
+        break;
+
+    case NGX_HTTP_CORELOG_OP_SENT:
+        op->conn->ops[op->slot] = NULL;
+        break;
+
+    case NGX_HTTP_CORELOG_OP_DISPATCH:
+        ngx_queue_remove(&op->queue);
+        break;
+    }
+
+    if (op->wait.timer_set) {
+        ngx_del_timer(&op->wait);
+    }
+
+    op->state = NGX_HTTP_CORELOG_OP_DONE;
+}

@@ -1,0 +1,292 @@
+
+/*
+ * Copyright (C) corelog authors
+ *
+ * The content handler every API route shares: method, auth verdict,
+ * Content-Type, body, JSON; then the route's own prepare() turns the body
+ * into a queued write, and its reply() answers once the row is committed.
+ */
+
+
+#include "ngx_http_corelog.h"
+
+
+static void ngx_http_corelog_body_handler(ngx_http_request_t *r);
+static void ngx_http_corelog_op_handler(ngx_http_corelog_op_t *op,
+    ngx_int_t rc, PGresult *res, int row);
+static ngx_int_t ngx_http_corelog_json_type(ngx_http_request_t *r);
+
+
+static ngx_http_corelog_api_t  *ngx_http_corelog_apis[] = {
+    &ngx_http_corelog_api_corelog,
+    NULL
+};
+
+
+ngx_http_corelog_api_t *
+ngx_http_corelog_api_find(ngx_str_t *name)
+{
+    ngx_http_corelog_api_t  **api;
+
+    for (api = ngx_http_corelog_apis; *api; api++) {
+        if ((*api)->name.len == name->len
+            && ngx_strncmp((*api)->name.data, name->data, name->len) == 0)
+        {
+            return *api;
+        }
+    }
+
+    return NULL;
+}
+
+
+ngx_http_corelog_ctx_t *
+ngx_http_corelog_get_ctx(ngx_http_request_t *r)
+{
+    ngx_http_corelog_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_corelog_module);
+
+    if (ctx == NULL) {
+        ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_corelog_ctx_t));
+        if (ctx == NULL) {
+            return NULL;
+        }
+
+        ngx_http_set_ctx(r, ctx, ngx_http_corelog_module);
+    }
+
+    return ctx;
+}
+
+
+/* finalize from an event of ours, then run what that posted */
+
+void
+ngx_http_corelog_finalize(ngx_http_request_t *r, ngx_int_t rc)
+{
+    ngx_connection_t  *c;
+
+    c = r->connection;
+
+    ngx_http_finalize_request(r, rc);
+    ngx_http_run_posted_requests(c);
+}
+
+
+ngx_int_t
+ngx_http_corelog_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                     rc;
+    ngx_http_corelog_ctx_t       *ctx;
+    ngx_http_corelog_error_t      err;
+    ngx_http_corelog_loc_conf_t  *llcf;
+
+    llcf = ngx_http_get_module_loc_conf(r, ngx_http_corelog_module);
+
+    ctx = ngx_http_corelog_get_ctx(r);
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->api = llcf->api;
+    err.nfields = 0;
+
+    if (r->method != NGX_HTTP_POST) {
+        ngx_http_corelog_error_set(&err, NGX_HTTP_NOT_ALLOWED, NULL);
+        return ngx_http_corelog_reply_error(r, ctx, &err);
+    }
+
+    if (ngx_http_corelog_auth_verdict(r, ctx, &err) != NGX_OK) {
+        return ngx_http_corelog_reply_error(r, ctx, &err);
+    }
+
+    if (ngx_http_corelog_json_type(r) != NGX_OK) {
+        ngx_http_corelog_error_set(&err, NGX_HTTP_UNSUPPORTED_MEDIA_TYPE,
+                                   NULL);
+        return ngx_http_corelog_reply_error(r, ctx, &err);
+    }
+
+    r->request_body_in_single_buf = 1;
+
+    rc = ngx_http_read_client_request_body(r, ngx_http_corelog_body_handler);
+
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        return rc;
+    }
+
+    return NGX_DONE;
+}
+
+
+/* application/json, with or without parameters */
+
+static ngx_int_t
+ngx_http_corelog_json_type(ngx_http_request_t *r)
+{
+    u_char     *p, *last;
+    ngx_str_t  *type;
+
+    static u_char  json[] = "application/json";
+
+    if (r->headers_in.content_type == NULL) {
+        return NGX_DECLINED;
+    }
+
+    type = &r->headers_in.content_type->value;
+
+    if (type->len < sizeof(json) - 1
+        || ngx_strncasecmp(type->data, json, sizeof(json) - 1) != 0)
+    {
+        return NGX_DECLINED;
+    }
+
+    p = type->data + sizeof(json) - 1;
+    last = type->data + type->len;
+
+    while (p < last && (*p == ' ' || *p == '\t')) {
+        p++;
+    }
+
+    if (p == last || *p == ';') {
+        return NGX_OK;
+    }
+
+    return NGX_DECLINED;
+}
+
+
+static void
+ngx_http_corelog_body_handler(ngx_http_request_t *r)
+{
+    json_t                    *root;
+    ngx_int_t                  rc;
+    ngx_http_corelog_op_t     *op;
+    ngx_http_corelog_ctx_t    *ctx;
+    ngx_http_corelog_error_t   err;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_corelog_module);
+
+    if (r->connection->error) {
+        ngx_http_finalize_request(r, NGX_HTTP_CLIENT_CLOSED_REQUEST);
+        return;
+    }
+
+    err.nfields = 0;
+
+    rc = ngx_http_corelog_json_parse(r, &root, &err);
+
+    if (rc == NGX_DECLINED) {
+        ngx_http_finalize_request(r, ngx_http_corelog_reply_error(r, ctx,
+                                                                  &err));
+        return;
+    }
+
+    if (rc != NGX_OK) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    op = ngx_http_corelog_batch_op(r, ctx->api->stmt);
+    if (op == NULL) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    op->handler = ngx_http_corelog_op_handler;
+    op->data = ctx;
+
+    rc = ctx->api->prepare(r, ctx, root, op, &err);
+
+    if (rc == NGX_DECLINED) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "corelog: invalid request: %V", &err.message);
+        ngx_http_finalize_request(r, ngx_http_corelog_reply_error(r, ctx,
+                                                                  &err));
+        return;
+    }
+
+    if (rc != NGX_OK) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    rc = ngx_http_corelog_batch_post(op);
+
+    if (rc == NGX_OK) {
+        /* the answer comes from ngx_http_corelog_op_handler() */
+        return;
+    }
+
+    ngx_http_corelog_error_set(&err, NGX_HTTP_SERVICE_UNAVAILABLE,
+                               rc == NGX_BUSY
+                               ? "Too many writes pending, retry later"
+                               : "The database is unavailable, retry later");
+
+    ngx_http_finalize_request(r, ngx_http_corelog_reply_error(r, ctx, &err));
+}
+
+
+static void
+ngx_http_corelog_op_handler(ngx_http_corelog_op_t *op, ngx_int_t rc,
+    PGresult *res, int row)
+{
+    ngx_http_request_t        *r;
+    ngx_http_corelog_ctx_t    *ctx;
+    ngx_http_corelog_error_t   err;
+
+    r = op->request;
+    ctx = op->data;
+
+    if (rc == NGX_OK) {
+        rc = ctx->api->reply(r, ctx, res, row);
+
+    } else {
+        err.nfields = 0;
+        ngx_http_corelog_error_set(&err, rc,
+                                   rc == NGX_HTTP_SERVICE_UNAVAILABLE
+                                   ? "The database is unavailable, "
+                                     "retry later"
+                                   : NULL);
+        rc = ngx_http_corelog_reply_error(r, ctx, &err);
+    }
+
+    ngx_http_corelog_finalize(r, rc);
+}
+
+
+/*
+ * corelog_error: the body of an error_page for errors that nginx answers
+ * itself (400, 404, 408, 413, 414...), in the route's error shape.
+ */
+
+ngx_int_t
+ngx_http_corelog_error_handler(ngx_http_request_t *r)
+{
+    ngx_uint_t                    status;
+    ngx_http_corelog_ctx_t       *ctx;
+    ngx_http_corelog_error_t      err;
+    ngx_http_corelog_loc_conf_t  *llcf;
+
+    llcf = ngx_http_get_module_loc_conf(r, ngx_http_corelog_module);
+
+    ctx = ngx_http_corelog_get_ctx(r);
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->api = llcf->error_api;
+
+    status = r->err_status ? r->err_status : r->headers_out.status;
+
+    if (status < NGX_HTTP_BAD_REQUEST || status > 599) {
+        status = NGX_HTTP_NOT_FOUND;
+    }
+
+    err.nfields = 0;
+    ngx_http_corelog_error_set(&err, status, NULL);
+
+    r->err_status = 0;
+
+    return ngx_http_corelog_reply_error(r, ctx, &err);
+}

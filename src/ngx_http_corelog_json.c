@@ -1,0 +1,355 @@
+
+/*
+ * Copyright (C) corelog authors
+ *
+ * JSON in (the request body, parsed once by jansson) and JSON out (a small
+ * writer into one pool buffer, for answers).
+ */
+
+
+#include "ngx_http_corelog.h"
+
+
+static void ngx_http_corelog_json_cleanup(void *data);
+static ngx_int_t ngx_http_corelog_json_body(ngx_http_request_t *r,
+    ngx_str_t *body);
+static u_char *ngx_http_corelog_out_reserve(ngx_http_corelog_out_t *out,
+    size_t size);
+
+
+/*
+ * Parses the request body into a JSON object owned by the request pool.
+ * NGX_DECLINED with err filled for a client fault, NGX_ERROR otherwise.
+ */
+
+ngx_int_t
+ngx_http_corelog_json_parse(ngx_http_request_t *r, json_t **root,
+    ngx_http_corelog_error_t *err)
+{
+    json_t              *json;
+    ngx_int_t            rc;
+    ngx_str_t            body;
+    json_error_t         jerr;
+    ngx_pool_cleanup_t  *cln;
+    u_char               text[JSON_ERROR_TEXT_LENGTH + 64];
+
+    rc = ngx_http_corelog_json_body(r, &body);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    if (body.len == 0) {
+        ngx_http_corelog_error_set(err, NGX_HTTP_BAD_REQUEST,
+                                   "Request body is empty: "
+                                   "expected a JSON object");
+        return NGX_DECLINED;
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_ERROR;
+    }
+
+    json = json_loadb((const char *) body.data, body.len,
+                      JSON_REJECT_DUPLICATES, &jerr);
+
+    if (json == NULL) {
+        switch (json_error_code(&jerr)) {
+
+        case json_error_invalid_utf8:
+            ngx_http_corelog_error_set(err, NGX_HTTP_BAD_REQUEST,
+                                       "Request body is not valid UTF-8");
+            break;
+
+        case json_error_null_character:
+            ngx_http_corelog_error_set(err, NGX_HTTP_BAD_REQUEST,
+                                       "Strings must not contain \\u0000");
+            break;
+
+        case json_error_out_of_memory:
+            return NGX_ERROR;
+
+        default:
+            body.data = text;
+            body.len = ngx_snprintf(text, sizeof(text) - 1,
+                                    "Malformed JSON: %s (line %d, column %d)",
+                                    jerr.text, jerr.line, jerr.column)
+                       - text;
+
+            err->status = NGX_HTTP_BAD_REQUEST;
+            err->message.data = ngx_pstrdup(r->pool, &body);
+            if (err->message.data == NULL) {
+                return NGX_ERROR;
+            }
+
+            err->message.len = body.len;
+            break;
+        }
+
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "corelog: client sent invalid JSON: %s", jerr.text);
+
+        return NGX_DECLINED;
+    }
+
+    cln->handler = ngx_http_corelog_json_cleanup;
+    cln->data = json;
+
+    if (!json_is_object(json)) {
+        ngx_http_corelog_error_set(err, NGX_HTTP_BAD_REQUEST,
+                                   "Request body must be a JSON object");
+        return NGX_DECLINED;
+    }
+
+    *root = json;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_corelog_json_cleanup(void *data)
+{
+    json_decref((json_t *) data);
+}
+
+
+/* the body as one piece of memory: in place when nginx read it so */
+
+static ngx_int_t
+ngx_http_corelog_json_body(ngx_http_request_t *r, ngx_str_t *body)
+{
+    u_char       *p;
+    off_t         len;
+    ssize_t       n;
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    ngx_str_null(body);
+
+    if (r->request_body == NULL || r->request_body->bufs == NULL) {
+        return NGX_OK;
+    }
+
+    cl = r->request_body->bufs;
+
+    if (cl->next == NULL && !cl->buf->in_file) {
+        body->data = cl->buf->pos;
+        body->len = cl->buf->last - cl->buf->pos;
+        return NGX_OK;
+    }
+
+    len = 0;
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        len += ngx_buf_size(cl->buf);
+    }
+
+    if (len == 0) {
+        return NGX_OK;
+    }
+
+    p = ngx_pnalloc(r->pool, (size_t) len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    body->data = p;
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        b = cl->buf;
+
+        if (b->in_file) {
+            n = ngx_read_file(b->file, p, (size_t) (b->file_last - b->file_pos),
+                              b->file_pos);
+            if (n == NGX_ERROR || n != b->file_last - b->file_pos) {
+                ngx_log_error(NGX_LOG_CRIT, r->connection->log, 0,
+                              "corelog: could not read the request body "
+                              "from \"%V\"", &b->file->name);
+                return NGX_ERROR;
+            }
+
+            p += n;
+            continue;
+        }
+
+        p = ngx_cpymem(p, b->pos, b->last - b->pos);
+    }
+
+    body->len = p - body->data;
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_corelog_out_init(ngx_http_corelog_out_t *out, ngx_pool_t *pool,
+    size_t size)
+{
+    out->pool = pool;
+    out->failed = 0;
+
+    out->start = ngx_pnalloc(pool, size);
+    if (out->start == NULL) {
+        out->failed = 1;
+        out->pos = NULL;
+        out->end = NULL;
+        return;
+    }
+
+    out->pos = out->start;
+    out->end = out->start + size;
+}
+
+
+static u_char *
+ngx_http_corelog_out_reserve(ngx_http_corelog_out_t *out, size_t size)
+{
+    u_char  *p;
+    size_t   used, n;
+
+    if (out->failed) {
+        return NULL;
+    }
+
+    if ((size_t) (out->end - out->pos) >= size) {
+        return out->pos;
+    }
+
+    used = out->pos - out->start;
+    n = ngx_max(2 * (size_t) (out->end - out->start), used + size);
+
+    p = ngx_pnalloc(out->pool, n);
+    if (p == NULL) {
+        out->failed = 1;
+        return NULL;
+    }
+
+    ngx_memcpy(p, out->start, used);
+
+    out->start = p;
+    out->pos = p + used;
+    out->end = p + n;
+
+    return out->pos;
+}
+
+
+void
+ngx_http_corelog_out_raw(ngx_http_corelog_out_t *out, const char *s,
+    size_t len)
+{
+    u_char  *p;
+
+    p = ngx_http_corelog_out_reserve(out, len);
+    if (p == NULL) {
+        return;
+    }
+
+    out->pos = ngx_cpymem(p, s, len);
+}
+
+
+/* a JSON string: quotes, and escapes for '"', '\\' and control characters */
+
+void
+ngx_http_corelog_out_str(ngx_http_corelog_out_t *out, ngx_str_t *s)
+{
+    u_char      *p, ch;
+    ngx_uint_t   i;
+
+    static u_char  hex[] = "0123456789abcdef";
+
+    p = ngx_http_corelog_out_reserve(out, 6 * s->len + 2);
+    if (p == NULL) {
+        return;
+    }
+
+    *p++ = '"';
+
+    for (i = 0; i < s->len; i++) {
+        ch = s->data[i];
+
+        switch (ch) {
+
+        case '"':
+        case '\\':
+            *p++ = '\\';
+            *p++ = ch;
+            break;
+
+        case '\n':
+            *p++ = '\\';
+            *p++ = 'n';
+            break;
+
+        case '\r':
+            *p++ = '\\';
+            *p++ = 'r';
+            break;
+
+        case '\t':
+            *p++ = '\\';
+            *p++ = 't';
+            break;
+
+        default:
+            if (ch < 0x20 || ch == 0x7f) {
+                p = ngx_cpymem(p, "\\u00", 4);
+                *p++ = hex[ch >> 4];
+                *p++ = hex[ch & 0x0f];
+                break;
+            }
+
+            *p++ = ch;
+        }
+    }
+
+    *p++ = '"';
+
+    out->pos = p;
+}
+
+
+void
+ngx_http_corelog_out_str_or_null(ngx_http_corelog_out_t *out, ngx_str_t *s)
+{
+    if (s == NULL || s->data == NULL) {
+        ngx_http_corelog_out_lit(out, "null");
+        return;
+    }
+
+    ngx_http_corelog_out_str(out, s);
+}
+
+
+void
+ngx_http_corelog_out_int(ngx_http_corelog_out_t *out, ngx_int_t n)
+{
+    u_char  *p;
+
+    p = ngx_http_corelog_out_reserve(out, NGX_INT_T_LEN);
+    if (p == NULL) {
+        return;
+    }
+
+    out->pos = ngx_sprintf(p, "%i", n);
+}
+
+
+/* the shortest text that reads back as the same double */
+
+void
+ngx_http_corelog_out_double(ngx_http_corelog_out_t *out, double d)
+{
+    int   n;
+    char  text[32];
+
+    n = snprintf(text, sizeof(text), "%.15g", d);
+
+    if (strtod(text, NULL) != d) {
+        n = snprintf(text, sizeof(text), "%.17g", d);
+    }
+
+    ngx_http_corelog_out_raw(out, text, n);
+}

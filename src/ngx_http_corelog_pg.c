@@ -1,0 +1,1050 @@
+
+/*
+ * Copyright (C) corelog authors
+ *
+ * The per-worker pool of PostgreSQL connections.  libpq owns each socket;
+ * nginx owns its readiness (level-triggered events) and its time (timers).
+ * Nothing here blocks: connections are made with PQconnectStartParams() and
+ * PQconnectPoll(), statements are sent with PQsendQueryParams() and
+ * PQflush(), and answers are read with PQconsumeInput(), PQisBusy() and
+ * PQgetResult().
+ */
+
+
+#include "ngx_http_corelog.h"
+
+#include <netdb.h>
+
+
+#define NGX_HTTP_CORELOG_PG_BACKOFF_MIN  100
+#define NGX_HTTP_CORELOG_PG_BACKOFF_MAX  1000
+
+/* a failed connection attempt is an error once per outage, then info */
+#define NGX_HTTP_CORELOG_PG_LEVEL(pc)                                        \
+    ((pc)->failures ? NGX_LOG_INFO : NGX_LOG_ERR)
+
+
+static void ngx_http_corelog_pg_connect(ngx_http_corelog_pg_conn_t *pc);
+static ngx_int_t ngx_http_corelog_pg_wrap(ngx_http_corelog_pg_conn_t *pc);
+static ngx_int_t ngx_http_corelog_pg_events(ngx_http_corelog_pg_conn_t *pc,
+    ngx_uint_t read, ngx_uint_t write);
+static void ngx_http_corelog_pg_poll(ngx_http_corelog_pg_conn_t *pc);
+static void ngx_http_corelog_pg_connected(ngx_http_corelog_pg_conn_t *pc);
+static void ngx_http_corelog_pg_read_handler(ngx_event_t *rev);
+static void ngx_http_corelog_pg_write_handler(ngx_event_t *wev);
+static ngx_int_t ngx_http_corelog_pg_flush(ngx_http_corelog_pg_conn_t *pc);
+static void ngx_http_corelog_pg_idle_input(ngx_http_corelog_pg_conn_t *pc);
+static void ngx_http_corelog_pg_recv(ngx_http_corelog_pg_conn_t *pc);
+static void ngx_http_corelog_pg_done(ngx_http_corelog_pg_conn_t *pc);
+static ngx_int_t ngx_http_corelog_pg_status(PGresult *res);
+static void ngx_http_corelog_pg_lost(ngx_http_corelog_pg_conn_t *pc,
+    ngx_int_t rc);
+static void ngx_http_corelog_pg_close(ngx_http_corelog_pg_conn_t *pc);
+static void ngx_http_corelog_pg_retry(ngx_http_corelog_pg_conn_t *pc);
+static void ngx_http_corelog_pg_backoff_handler(ngx_event_t *ev);
+static void ngx_http_corelog_pg_notice(void *arg, const char *message);
+static ngx_str_t ngx_http_corelog_pg_message(const char *msg);
+static char *ngx_http_corelog_pg_hostaddr(ngx_conf_t *cf, const char *host,
+    ngx_str_t *hostaddr);
+
+
+static ngx_http_corelog_main_conf_t  *ngx_http_corelog_pg_conf;
+static ngx_http_corelog_pg_conn_t    *ngx_http_corelog_pg_conns;
+static ngx_uint_t                     ngx_http_corelog_pg_nconns;
+static ngx_uint_t                     ngx_http_corelog_pg_nup;
+static ngx_uint_t                     ngx_http_corelog_pg_down_logged;
+
+
+/* configuration time: check the conninfo, resolve host names to hostaddr */
+
+char *
+ngx_http_corelog_pg_conninfo(ngx_conf_t *cf, ngx_http_corelog_main_conf_t *cmcf)
+{
+    char              *errmsg, *host, *hostaddr;
+    u_char            *p;
+    size_t             len;
+    ngx_str_t          resolved;
+    ngx_uint_t         n, i;
+    PQconninfoOption  *opts, *o;
+
+    p = ngx_pnalloc(cf->pool, cmcf->conninfo.len + 1);
+    if (p == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    (void) ngx_cpystrn(p, cmcf->conninfo.data, cmcf->conninfo.len + 1);
+
+    errmsg = NULL;
+    opts = PQconninfoParse((const char *) p, &errmsg);
+
+    if (opts == NULL) {
+        if (errmsg) {
+            resolved = ngx_http_corelog_pg_message(errmsg);
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "corelog: invalid PostgreSQL conninfo: %V",
+                               &resolved);
+            PQfreemem(errmsg);
+
+        } else {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "corelog: PQconninfoParse() failed: "
+                               "out of memory");
+        }
+
+        return NGX_CONF_ERROR;
+    }
+
+    n = 0;
+    host = NULL;
+    hostaddr = NULL;
+
+    for (o = opts; o->keyword; o++) {
+        if (o->val == NULL || o->val[0] == '\0') {
+            continue;
+        }
+
+        n++;
+
+        if (ngx_strcmp(o->keyword, "host") == 0) {
+            host = o->val;
+
+        } else if (ngx_strcmp(o->keyword, "hostaddr") == 0) {
+            hostaddr = o->val;
+        }
+    }
+
+    /* room for hostaddr, fallback_application_name and the NULL */
+
+    cmcf->keywords = ngx_pcalloc(cf->pool, (n + 3) * sizeof(char *));
+    cmcf->values = ngx_pcalloc(cf->pool, (n + 3) * sizeof(char *));
+
+    if (cmcf->keywords == NULL || cmcf->values == NULL) {
+        PQconninfoFree(opts);
+        return NGX_CONF_ERROR;
+    }
+
+    i = 0;
+
+    for (o = opts; o->keyword; o++) {
+        if (o->val == NULL || o->val[0] == '\0') {
+            continue;
+        }
+
+        len = ngx_strlen(o->keyword) + 1;
+        p = ngx_pnalloc(cf->pool, len);
+        if (p == NULL) {
+            PQconninfoFree(opts);
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_memcpy(p, o->keyword, len);
+        cmcf->keywords[i] = (const char *) p;
+
+        len = ngx_strlen(o->val) + 1;
+        p = ngx_pnalloc(cf->pool, len);
+        if (p == NULL) {
+            PQconninfoFree(opts);
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_memcpy(p, o->val, len);
+        cmcf->values[i] = (const char *) p;
+
+        i++;
+    }
+
+    /*
+     * libpq resolves host names synchronously inside PQconnectPoll():
+     * resolve them here, once, and hand libpq the addresses.
+     */
+
+    if (host != NULL && hostaddr == NULL) {
+        if (ngx_http_corelog_pg_hostaddr(cf, host, &resolved) != NGX_CONF_OK) {
+            PQconninfoFree(opts);
+            return NGX_CONF_ERROR;
+        }
+
+        if (resolved.len) {
+            cmcf->keywords[i] = "hostaddr";
+            cmcf->values[i] = (const char *) resolved.data;
+            i++;
+        }
+    }
+
+    cmcf->keywords[i] = "fallback_application_name";
+    cmcf->values[i] = "nginx-corelog";
+
+    PQconninfoFree(opts);
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_corelog_pg_hostaddr(ngx_conf_t *cf, const char *host,
+    ngx_str_t *hostaddr)
+{
+    int               rc;
+    u_char           *p, *last, *start;
+    size_t            len;
+    ngx_str_t         name;
+    ngx_uint_t        names;
+    struct addrinfo   hints, *res;
+    u_char            text[NGX_SOCKADDR_STRLEN + 1];
+
+    len = ngx_strlen(host);
+
+    /* every entry is at most an IPv6 address */
+
+    p = ngx_pnalloc(cf->pool, (len + 1) * (NGX_SOCKADDR_STRLEN + 1) + 1);
+    if (p == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    hostaddr->data = p;
+    names = 0;
+
+    start = (u_char *) host;
+    last = start + len;
+
+    for ( ;; ) {
+        name.data = start;
+
+        while (start < last && *start != ',') {
+            start++;
+        }
+
+        name.len = start - name.data;
+
+        if (name.len && name.data[0] != '/' && name.data[0] != '@') {
+
+            if (name.len > NGX_MAXHOSTNAMELEN) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "corelog: host name too long in conninfo");
+                return NGX_CONF_ERROR;
+            }
+
+            ngx_memcpy(text, name.data, name.len);
+            text[name.len] = '\0';
+
+            ngx_memzero(&hints, sizeof(struct addrinfo));
+            hints.ai_family = AF_UNSPEC;
+            hints.ai_socktype = SOCK_STREAM;
+
+            rc = getaddrinfo((char *) text, NULL, &hints, &res);
+
+            if (rc != 0 || res == NULL) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "corelog: host \"%V\" in conninfo "
+                                   "not found: %s", &name, gai_strerror(rc));
+                return NGX_CONF_ERROR;
+            }
+
+            len = ngx_sock_ntop(res->ai_addr, res->ai_addrlen, text,
+                                NGX_SOCKADDR_STRLEN, 0);
+            freeaddrinfo(res);
+
+            p = ngx_cpymem(p, text, len);
+            names++;
+        }
+
+        if (start == last) {
+            break;
+        }
+
+        *p++ = ',';
+        start++;
+    }
+
+    *p = '\0';
+
+    hostaddr->len = names ? (size_t) (p - hostaddr->data) : 0;
+
+    return NGX_CONF_OK;
+}
+
+
+ngx_int_t
+ngx_http_corelog_pg_init_process(ngx_cycle_t *cycle)
+{
+    ngx_uint_t                     i;
+    ngx_http_corelog_pg_conn_t    *pc;
+    ngx_http_corelog_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_corelog_module);
+
+    if (cmcf == NULL || cmcf->conninfo.len == 0) {
+        return NGX_OK;
+    }
+
+    ngx_http_corelog_pg_conns = ngx_pcalloc(cycle->pool,
+                             cmcf->connections * sizeof(ngx_http_corelog_pg_conn_t));
+    if (ngx_http_corelog_pg_conns == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_http_corelog_pg_conf = cmcf;
+    ngx_http_corelog_pg_nconns = cmcf->connections;
+    ngx_http_corelog_pg_nup = 0;
+    ngx_http_corelog_pg_down_logged = 0;
+
+    if (ngx_http_corelog_batch_init_process(cycle, cmcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < cmcf->connections; i++) {
+        pc = &ngx_http_corelog_pg_conns[i];
+
+        pc->index = i;
+        pc->ops = ngx_pcalloc(cycle->pool,
+                              cmcf->batch_max * sizeof(ngx_http_corelog_op_t *));
+        if (pc->ops == NULL) {
+            return NGX_ERROR;
+        }
+
+        pc->log = *cycle->log;
+        pc->backoff.handler = ngx_http_corelog_pg_backoff_handler;
+        pc->backoff.data = pc;
+        pc->backoff.log = cycle->log;
+        pc->backoff.cancelable = 1;
+
+        ngx_http_corelog_pg_connect(pc);
+    }
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_corelog_pg_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_uint_t                   i;
+    ngx_http_corelog_pg_conn_t  *pc;
+
+    for (i = 0; i < ngx_http_corelog_pg_nconns; i++) {
+        pc = &ngx_http_corelog_pg_conns[i];
+
+        if (pc->backoff.timer_set) {
+            ngx_del_timer(&pc->backoff);
+        }
+
+        ngx_http_corelog_pg_close(pc);
+    }
+
+    ngx_http_corelog_pg_nconns = 0;
+    ngx_http_corelog_pg_conf = NULL;
+}
+
+
+/* an idle connection for the batch layer, or NULL */
+
+ngx_http_corelog_pg_conn_t *
+ngx_http_corelog_pg_idle(void)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < ngx_http_corelog_pg_nconns; i++) {
+        if (ngx_http_corelog_pg_conns[i].state == NGX_HTTP_CORELOG_PG_IDLE) {
+            return &ngx_http_corelog_pg_conns[i];
+        }
+    }
+
+    return NULL;
+}
+
+
+/*
+ * NGX_OK when a write can expect a connection soon: one is up, or a first
+ * attempt is still under way (nginx just started).  During an outage the
+ * caller answers 503 at once instead of waiting.
+ */
+
+ngx_int_t
+ngx_http_corelog_pg_available(void)
+{
+    ngx_uint_t                   i;
+    ngx_http_corelog_pg_conn_t  *pc;
+
+    if (ngx_http_corelog_pg_nup) {
+        return NGX_OK;
+    }
+
+    for (i = 0; i < ngx_http_corelog_pg_nconns; i++) {
+        pc = &ngx_http_corelog_pg_conns[i];
+
+        if (pc->state == NGX_HTTP_CORELOG_PG_CONNECTING && pc->failures == 0) {
+            return NGX_OK;
+        }
+    }
+
+    return NGX_DECLINED;
+}
+
+
+static void
+ngx_http_corelog_pg_connect(ngx_http_corelog_pg_conn_t *pc)
+{
+    ngx_str_t                      msg;
+    ngx_http_corelog_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_corelog_pg_conf;
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, &pc->log, 0,
+                   "corelog pg #%ui: connecting", pc->index);
+
+    pc->conn = PQconnectStartParams(cmcf->keywords, cmcf->values, 0);
+
+    if (pc->conn == NULL) {
+        ngx_log_error(NGX_LOG_CRIT, &pc->log, 0,
+                      "corelog: PQconnectStartParams() failed: out of memory");
+        ngx_http_corelog_pg_retry(pc);
+        return;
+    }
+
+    if (PQstatus(pc->conn) == CONNECTION_BAD) {
+        msg = ngx_http_corelog_pg_message(PQerrorMessage(pc->conn));
+        ngx_log_error(NGX_HTTP_CORELOG_PG_LEVEL(pc), &pc->log, 0,
+                      "corelog: could not connect to PostgreSQL: %V", &msg);
+        ngx_http_corelog_pg_close(pc);
+        ngx_http_corelog_pg_retry(pc);
+        return;
+    }
+
+    (void) PQsetNoticeProcessor(pc->conn, ngx_http_corelog_pg_notice, pc);
+
+    if (PQsetnonblocking(pc->conn, 1) == -1) {
+        ngx_log_error(NGX_LOG_CRIT, &pc->log, 0,
+                      "corelog: PQsetnonblocking() failed");
+        ngx_http_corelog_pg_close(pc);
+        ngx_http_corelog_pg_retry(pc);
+        return;
+    }
+
+    pc->state = NGX_HTTP_CORELOG_PG_CONNECTING;
+    pc->poll = PGRES_POLLING_WRITING;
+
+    if (ngx_http_corelog_pg_wrap(pc) != NGX_OK
+        || ngx_http_corelog_pg_events(pc, 0, 1) != NGX_OK)
+    {
+        ngx_http_corelog_pg_close(pc);
+        ngx_http_corelog_pg_retry(pc);
+        return;
+    }
+
+    ngx_add_timer(pc->c->read, cmcf->connect_timeout);
+}
+
+
+static ngx_int_t
+ngx_http_corelog_pg_wrap(ngx_http_corelog_pg_conn_t *pc)
+{
+    int                fd;
+    ngx_connection_t  *c;
+
+    fd = PQsocket(pc->conn);
+
+    if (fd == -1) {
+        ngx_log_error(NGX_LOG_ERR, &pc->log, 0,
+                      "corelog: PostgreSQL connection has no socket");
+        return NGX_ERROR;
+    }
+
+    c = ngx_get_connection(fd, &pc->log);
+    if (c == NULL) {
+        return NGX_ERROR;
+    }
+
+    /* libpq owns the socket: nginx must neither close it nor unregister it */
+
+    c->shared = 1;
+    c->data = pc;
+    c->log = &pc->log;
+    c->read->log = c->log;
+    c->write->log = c->log;
+    c->read->handler = ngx_http_corelog_pg_read_handler;
+    c->write->handler = ngx_http_corelog_pg_write_handler;
+    c->number = ngx_atomic_fetch_add(ngx_connection_counter, 1);
+
+    pc->log.connection = c->number;
+    pc->log.action = "connecting to PostgreSQL";
+    pc->c = c;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_corelog_pg_events(ngx_http_corelog_pg_conn_t *pc, ngx_uint_t read,
+    ngx_uint_t write)
+{
+    ngx_event_t  *rev, *wev;
+
+    rev = pc->c->read;
+    wev = pc->c->write;
+
+    /* level-triggered: libpq may leave data in the socket */
+
+    if (read && !rev->active) {
+        if (ngx_add_event(rev, NGX_READ_EVENT, NGX_LEVEL_EVENT) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+    } else if (!read && rev->active) {
+        if (ngx_del_event(rev, NGX_READ_EVENT, NGX_LEVEL_EVENT) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
+    if (write && !wev->active) {
+        if (ngx_add_event(wev, NGX_WRITE_EVENT, NGX_LEVEL_EVENT) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+    } else if (!write && wev->active) {
+        if (ngx_del_event(wev, NGX_WRITE_EVENT, NGX_LEVEL_EVENT) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_corelog_pg_poll(ngx_http_corelog_pg_conn_t *pc)
+{
+    ngx_str_t       msg;
+    ngx_msec_t      timer;
+    ConnStatusType  status;
+
+    pc->poll = PQconnectPoll(pc->conn);
+    status = PQstatus(pc->conn);
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, &pc->log, 0,
+                   "corelog pg #%ui: poll %d status %d",
+                   pc->index, pc->poll, status);
+
+    if (pc->poll == PGRES_POLLING_FAILED) {
+        msg = ngx_http_corelog_pg_message(PQerrorMessage(pc->conn));
+        ngx_log_error(NGX_HTTP_CORELOG_PG_LEVEL(pc), &pc->log, 0,
+                      "corelog: could not connect to PostgreSQL: %V", &msg);
+        ngx_http_corelog_pg_lost(pc, NGX_HTTP_SERVICE_UNAVAILABLE);
+        return;
+    }
+
+    /*
+     * A new connect() (the next host of a multi-host conninfo, a retry
+     * without SSL) may have replaced the socket, even under the same number:
+     * the old one is closed, and so gone from epoll.  Wrap the new one.
+     */
+
+    if (PQsocket(pc->conn) != pc->c->fd || status == CONNECTION_STARTED) {
+        timer = pc->c->read->timer_set
+                ? pc->c->read->timer.key - ngx_current_msec : 0;
+
+        ngx_close_connection(pc->c);
+        pc->c = NULL;
+
+        if (ngx_http_corelog_pg_wrap(pc) != NGX_OK) {
+            ngx_http_corelog_pg_lost(pc, NGX_HTTP_SERVICE_UNAVAILABLE);
+            return;
+        }
+
+        ngx_add_timer(pc->c->read, (ngx_msec_int_t) timer > 0 ? timer : 1);
+    }
+
+    if (pc->poll == PGRES_POLLING_OK) {
+        ngx_http_corelog_pg_connected(pc);
+        return;
+    }
+
+    if (ngx_http_corelog_pg_events(pc, pc->poll == PGRES_POLLING_READING,
+                                   pc->poll == PGRES_POLLING_WRITING)
+        != NGX_OK)
+    {
+        ngx_http_corelog_pg_lost(pc, NGX_HTTP_SERVICE_UNAVAILABLE);
+    }
+}
+
+
+static void
+ngx_http_corelog_pg_connected(ngx_http_corelog_pg_conn_t *pc)
+{
+    if (pc->c->read->timer_set) {
+        ngx_del_timer(pc->c->read);
+    }
+
+    if (ngx_http_corelog_pg_events(pc, 1, 0) != NGX_OK) {
+        ngx_http_corelog_pg_lost(pc, NGX_HTTP_SERVICE_UNAVAILABLE);
+        return;
+    }
+
+    pc->state = NGX_HTTP_CORELOG_PG_IDLE;
+    pc->delay = 0;
+    pc->failures = 0;
+    pc->log.action = "idle";
+
+    ngx_http_corelog_pg_nup++;
+
+    if (ngx_http_corelog_pg_down_logged) {
+        ngx_http_corelog_pg_down_logged = 0;
+        ngx_log_error(NGX_LOG_NOTICE, &pc->log, 0,
+                      "corelog: PostgreSQL is available again");
+    }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, &pc->log, 0,
+                   "corelog pg #%ui: connected, server %d",
+                   pc->index, PQserverVersion(pc->conn));
+
+    ngx_http_corelog_batch_run();
+}
+
+
+static void
+ngx_http_corelog_pg_read_handler(ngx_event_t *rev)
+{
+    ngx_connection_t            *c;
+    ngx_http_corelog_pg_conn_t  *pc;
+
+    c = rev->data;
+    pc = c->data;
+
+    if (rev->timedout) {
+        rev->timedout = 0;
+
+        if (pc->state == NGX_HTTP_CORELOG_PG_BUSY) {
+            ngx_log_error(NGX_LOG_ERR, &pc->log, NGX_ETIMEDOUT,
+                          "corelog: statement timed out after %M ms, "
+                          "resetting the connection",
+                          ngx_http_corelog_pg_conf->query_timeout);
+            ngx_http_corelog_pg_lost(pc, NGX_HTTP_GATEWAY_TIME_OUT);
+
+        } else {
+            ngx_log_error(NGX_HTTP_CORELOG_PG_LEVEL(pc),
+                          &pc->log, NGX_ETIMEDOUT,
+                          "corelog: connecting to PostgreSQL timed out");
+            ngx_http_corelog_pg_lost(pc, NGX_HTTP_SERVICE_UNAVAILABLE);
+        }
+
+        return;
+    }
+
+    switch (pc->state) {
+
+    case NGX_HTTP_CORELOG_PG_CONNECTING:
+        if (pc->poll == PGRES_POLLING_READING) {
+            ngx_http_corelog_pg_poll(pc);
+        }
+        return;
+
+    case NGX_HTTP_CORELOG_PG_IDLE:
+        ngx_http_corelog_pg_idle_input(pc);
+        return;
+
+    case NGX_HTTP_CORELOG_PG_BUSY:
+        ngx_http_corelog_pg_recv(pc);
+        return;
+    }
+}
+
+
+static void
+ngx_http_corelog_pg_write_handler(ngx_event_t *wev)
+{
+    ngx_connection_t            *c;
+    ngx_http_corelog_pg_conn_t  *pc;
+
+    c = wev->data;
+    pc = c->data;
+
+    switch (pc->state) {
+
+    case NGX_HTTP_CORELOG_PG_CONNECTING:
+        if (pc->poll == PGRES_POLLING_WRITING) {
+            ngx_http_corelog_pg_poll(pc);
+        }
+        return;
+
+    case NGX_HTTP_CORELOG_PG_BUSY:
+        if (pc->flushing) {
+            (void) ngx_http_corelog_pg_flush(pc);
+        }
+        return;
+
+    default:
+        /* a stale write event: stop asking for it */
+        (void) ngx_http_corelog_pg_events(pc, 1, 0);
+        return;
+    }
+}
+
+
+ngx_int_t
+ngx_http_corelog_pg_send(ngx_http_corelog_pg_conn_t *pc,
+    ngx_http_corelog_stmt_t *stmt, int nparams, const char *const *values,
+    const int *lengths)
+{
+    ngx_str_t  msg;
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, &pc->log, 0,
+                   "corelog pg #%ui: send \"%s\", %ui row(s)",
+                   pc->index, stmt->name, pc->nops);
+
+    pc->state = NGX_HTTP_CORELOG_PG_BUSY;
+    pc->log.action = "running a statement";
+
+    if (!PQsendQueryParams(pc->conn, stmt->sql, nparams, NULL, values,
+                           lengths, NULL, 0))
+    {
+        msg = ngx_http_corelog_pg_message(PQerrorMessage(pc->conn));
+        ngx_log_error(NGX_LOG_ERR, &pc->log, 0,
+                      "corelog: could not send \"%s\": %V", stmt->name, &msg);
+        ngx_http_corelog_pg_lost(pc, NGX_HTTP_SERVICE_UNAVAILABLE);
+        return NGX_ERROR;
+    }
+
+    ngx_add_timer(pc->c->read, ngx_http_corelog_pg_conf->query_timeout);
+
+    return ngx_http_corelog_pg_flush(pc);
+}
+
+
+static ngx_int_t
+ngx_http_corelog_pg_flush(ngx_http_corelog_pg_conn_t *pc)
+{
+    int        rc;
+    ngx_str_t  msg;
+
+    rc = PQflush(pc->conn);
+
+    if (rc == -1) {
+        msg = ngx_http_corelog_pg_message(PQerrorMessage(pc->conn));
+        ngx_log_error(NGX_LOG_ERR, &pc->log, 0,
+                      "corelog: could not send to PostgreSQL: %V", &msg);
+        ngx_http_corelog_pg_lost(pc, NGX_HTTP_SERVICE_UNAVAILABLE);
+        return NGX_ERROR;
+    }
+
+    pc->flushing = (rc == 1);
+
+    if (ngx_http_corelog_pg_events(pc, 1, pc->flushing) != NGX_OK) {
+        ngx_http_corelog_pg_lost(pc, NGX_HTTP_SERVICE_UNAVAILABLE);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/* input on an idle connection: a notice, a NOTIFY, or the server leaving */
+
+static void
+ngx_http_corelog_pg_idle_input(ngx_http_corelog_pg_conn_t *pc)
+{
+    ngx_str_t  msg;
+    PGnotify  *notify;
+    PGresult  *res;
+
+    if (!PQconsumeInput(pc->conn) || PQstatus(pc->conn) == CONNECTION_BAD) {
+        msg = ngx_http_corelog_pg_message(PQerrorMessage(pc->conn));
+        ngx_log_error(NGX_LOG_ERR, &pc->log, 0,
+                      "corelog: PostgreSQL closed an idle connection: %V",
+                      &msg);
+        ngx_http_corelog_pg_lost(pc, NGX_HTTP_SERVICE_UNAVAILABLE);
+        return;
+    }
+
+    while ((notify = PQnotifies(pc->conn)) != NULL) {
+        PQfreemem(notify);
+    }
+
+    while (!PQisBusy(pc->conn)) {
+        res = PQgetResult(pc->conn);
+        if (res == NULL) {
+            break;
+        }
+
+        ngx_log_error(NGX_LOG_WARN, &pc->log, 0,
+                      "corelog: unexpected result on an idle connection");
+        PQclear(res);
+    }
+}
+
+
+static void
+ngx_http_corelog_pg_recv(ngx_http_corelog_pg_conn_t *pc)
+{
+    ngx_str_t  msg;
+    PGresult  *res;
+
+    if (!PQconsumeInput(pc->conn)) {
+        msg = ngx_http_corelog_pg_message(PQerrorMessage(pc->conn));
+        ngx_log_error(NGX_LOG_ERR, &pc->log, 0,
+                      "corelog: PostgreSQL connection lost: %V", &msg);
+        ngx_http_corelog_pg_lost(pc, NGX_HTTP_SERVICE_UNAVAILABLE);
+        return;
+    }
+
+    if (pc->flushing && ngx_http_corelog_pg_flush(pc) != NGX_OK) {
+        return;
+    }
+
+    while (!PQisBusy(pc->conn)) {
+        res = PQgetResult(pc->conn);
+
+        if (res == NULL) {
+            /* ReadyForQuery: the statement's transaction has ended */
+            ngx_http_corelog_pg_done(pc);
+            return;
+        }
+
+        switch (PQresultStatus(res)) {
+
+        case PGRES_TUPLES_OK:
+        case PGRES_COMMAND_OK:
+            if (pc->res == NULL) {
+                pc->res = res;
+                continue;
+            }
+            break;
+
+        default:
+            if (pc->error == NULL) {
+                pc->error = res;
+                continue;
+            }
+            break;
+        }
+
+        PQclear(res);
+    }
+
+    if (PQstatus(pc->conn) == CONNECTION_BAD) {
+        msg = ngx_http_corelog_pg_message(PQerrorMessage(pc->conn));
+        ngx_log_error(NGX_LOG_ERR, &pc->log, 0,
+                      "corelog: PostgreSQL connection lost: %V", &msg);
+        ngx_http_corelog_pg_lost(pc, NGX_HTTP_SERVICE_UNAVAILABLE);
+    }
+}
+
+
+static void
+ngx_http_corelog_pg_done(ngx_http_corelog_pg_conn_t *pc)
+{
+    char       *state;
+    ngx_int_t   rc;
+    ngx_str_t   msg;
+    PGresult   *res, *error;
+
+    if (pc->c->read->timer_set) {
+        ngx_del_timer(pc->c->read);
+    }
+
+    res = pc->res;
+    error = pc->error;
+    pc->res = NULL;
+    pc->error = NULL;
+
+    if (error) {
+        rc = ngx_http_corelog_pg_status(error);
+        state = PQresultErrorField(error, PG_DIAG_SQLSTATE);
+        msg = ngx_http_corelog_pg_message(PQresultErrorMessage(error));
+
+        ngx_log_error(NGX_LOG_ERR, &pc->log, 0,
+                      "corelog: statement failed with SQLSTATE %s: %V",
+                      state ? state : "none", &msg);
+
+    } else if (res == NULL) {
+        ngx_log_error(NGX_LOG_ERR, &pc->log, 0,
+                      "corelog: statement returned no result");
+        rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+
+    } else {
+        rc = NGX_OK;
+    }
+
+    if (PQtransactionStatus(pc->conn) != PQTRANS_IDLE) {
+        ngx_log_error(NGX_LOG_ERR, &pc->log, 0,
+                      "corelog: connection left in transaction state %d, "
+                      "closing it", PQtransactionStatus(pc->conn));
+
+        ngx_http_corelog_pg_close(pc);
+        ngx_http_corelog_pg_retry(pc);
+
+    } else {
+        pc->state = NGX_HTTP_CORELOG_PG_IDLE;
+        pc->log.action = "idle";
+    }
+
+    ngx_http_corelog_batch_done(pc, rc, rc == NGX_OK ? res : NULL);
+
+    if (res) {
+        PQclear(res);
+    }
+
+    if (error) {
+        PQclear(error);
+    }
+
+    ngx_http_corelog_batch_run();
+}
+
+
+static ngx_int_t
+ngx_http_corelog_pg_status(PGresult *res)
+{
+    char  *state;
+
+    state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+
+    if (state == NULL) {
+        return NGX_HTTP_SERVICE_UNAVAILABLE;
+    }
+
+    /* connection exceptions, shutdown, resources, serialization, deadlock */
+
+    if (ngx_strncmp(state, "08", 2) == 0
+        || ngx_strncmp(state, "57P", 3) == 0
+        || ngx_strncmp(state, "53", 2) == 0
+        || ngx_strcmp(state, "40001") == 0
+        || ngx_strcmp(state, "40P01") == 0
+        || ngx_strcmp(state, "25006") == 0)
+    {
+        return NGX_HTTP_SERVICE_UNAVAILABLE;
+    }
+
+    if (ngx_strcmp(state, "57014") == 0) {
+        return NGX_HTTP_GATEWAY_TIME_OUT;
+    }
+
+    return NGX_HTTP_INTERNAL_SERVER_ERROR;
+}
+
+
+/* the connection is gone or unusable: fail its statement, reconnect later */
+
+static void
+ngx_http_corelog_pg_lost(ngx_http_corelog_pg_conn_t *pc, ngx_int_t rc)
+{
+    ngx_http_corelog_pg_close(pc);
+    ngx_http_corelog_pg_retry(pc);
+
+    ngx_http_corelog_batch_done(pc, rc, NULL);
+
+    if (ngx_http_corelog_pg_available() != NGX_OK) {
+        if (!ngx_http_corelog_pg_down_logged) {
+            ngx_http_corelog_pg_down_logged = 1;
+            ngx_log_error(NGX_LOG_ERR, &pc->log, 0,
+                          "corelog: PostgreSQL is unavailable, "
+                          "answering 503 until a connection is made");
+        }
+
+        ngx_http_corelog_batch_fail_queued(NGX_HTTP_SERVICE_UNAVAILABLE);
+    }
+}
+
+
+static void
+ngx_http_corelog_pg_close(ngx_http_corelog_pg_conn_t *pc)
+{
+    if (pc->state == NGX_HTTP_CORELOG_PG_IDLE
+        || pc->state == NGX_HTTP_CORELOG_PG_BUSY)
+    {
+        ngx_http_corelog_pg_nup--;
+    }
+
+    pc->state = NGX_HTTP_CORELOG_PG_DOWN;
+    pc->flushing = 0;
+
+    if (pc->c) {
+        ngx_close_connection(pc->c);
+        pc->c = NULL;
+    }
+
+    if (pc->conn) {
+        PQfinish(pc->conn);
+        pc->conn = NULL;
+    }
+
+    if (pc->res) {
+        PQclear(pc->res);
+        pc->res = NULL;
+    }
+
+    if (pc->error) {
+        PQclear(pc->error);
+        pc->error = NULL;
+    }
+
+    pc->log.action = NULL;
+}
+
+
+static void
+ngx_http_corelog_pg_retry(ngx_http_corelog_pg_conn_t *pc)
+{
+    pc->failures++;
+
+    if (ngx_exiting || ngx_terminate || ngx_quit) {
+        return;
+    }
+
+    if (pc->delay == 0) {
+        pc->delay = NGX_HTTP_CORELOG_PG_BACKOFF_MIN;
+
+    } else {
+        pc->delay = ngx_min(pc->delay * 2, NGX_HTTP_CORELOG_PG_BACKOFF_MAX);
+    }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, &pc->log, 0,
+                   "corelog pg #%ui: reconnect in %M ms", pc->index, pc->delay);
+
+    if (!pc->backoff.timer_set) {
+        ngx_add_timer(&pc->backoff, pc->delay);
+    }
+}
+
+
+static void
+ngx_http_corelog_pg_backoff_handler(ngx_event_t *ev)
+{
+    ngx_http_corelog_pg_conn_t  *pc;
+
+    pc = ev->data;
+
+    if (pc->state == NGX_HTTP_CORELOG_PG_DOWN) {
+        ngx_http_corelog_pg_connect(pc);
+    }
+}
+
+
+static void
+ngx_http_corelog_pg_notice(void *arg, const char *message)
+{
+    ngx_http_corelog_pg_conn_t  *pc = arg;
+
+    ngx_str_t  msg;
+
+    msg = ngx_http_corelog_pg_message(message);
+
+    ngx_log_error(NGX_LOG_NOTICE, &pc->log, 0,
+                  "corelog: PostgreSQL says: %V", &msg);
+}
+
+
+/* libpq's message without its trailing new lines */
+
+static ngx_str_t
+ngx_http_corelog_pg_message(const char *msg)
+{
+    ngx_str_t  s;
+
+    s.data = (u_char *) msg;
+    s.len = msg ? ngx_strlen(msg) : 0;
+
+    while (s.len && (s.data[s.len - 1] == '\n' || s.data[s.len - 1] == ' ')) {
+        s.len--;
+    }
+
+    return s;
+}

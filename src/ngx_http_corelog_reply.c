@@ -1,0 +1,302 @@
+
+/*
+ * Copyright (C) corelog authors
+ *
+ * Answers: a JSON body with its status, and errors in the route's shape.
+ */
+
+
+#include "ngx_http_corelog.h"
+
+
+typedef struct {
+    ngx_uint_t    status;
+    const char   *name;
+    const char   *message;
+} ngx_http_corelog_status_t;
+
+
+static ngx_http_corelog_status_t  ngx_http_corelog_statuses[] = {
+    { 400, "BadRequest", "Bad request" },
+    { 401, "Unauthorized", "Authentication required" },
+    { 403, "Forbidden", "Forbidden" },
+    { 404, "NotFound", "Not found" },
+    { 405, "MethodNotAllowed", "Method not allowed: use POST" },
+    { 408, "RequestTimeout", "Request timed out" },
+    { 409, "Conflict", "Conflict" },
+    { 411, "LengthRequired", "Length required" },
+    { 413, "PayloadTooLarge", "Request body too large" },
+    { 414, "URITooLong", "Request URI too long" },
+    { 415, "UnsupportedMediaType",
+      "Content-Type must be application/json" },
+    { 429, "TooManyRequests", "Too many requests" },
+    { 500, "InternalServerError", "Internal server error" },
+    { 502, "BadGateway", "Bad gateway" },
+    { 503, "ServiceUnavailable", "Service unavailable, retry later" },
+    { 504, "GatewayTimeout", "The database did not answer in time" },
+    { 0, NULL, NULL }
+};
+
+
+static ngx_http_corelog_status_t *
+ngx_http_corelog_status(ngx_uint_t status)
+{
+    ngx_http_corelog_status_t  *s;
+
+    for (s = ngx_http_corelog_statuses; s->status; s++) {
+        if (s->status == status) {
+            return s;
+        }
+    }
+
+    return NULL;
+}
+
+
+const char *
+ngx_http_corelog_status_name(ngx_uint_t status)
+{
+    ngx_http_corelog_status_t  *s;
+
+    s = ngx_http_corelog_status(status);
+
+    if (s) {
+        return s->name;
+    }
+
+    return status < 500 ? "BadRequest" : "InternalServerError";
+}
+
+
+/* message NULL: the status's usual message */
+
+void
+ngx_http_corelog_error_set(ngx_http_corelog_error_t *err, ngx_uint_t status,
+    const char *message)
+{
+    ngx_http_corelog_status_t  *s;
+
+    if (message == NULL) {
+        s = ngx_http_corelog_status(status);
+        message = s ? s->message : "Error";
+    }
+
+    err->status = status;
+    err->message.data = (u_char *) message;
+    err->message.len = ngx_strlen(message);
+}
+
+
+/* a field error; the first one also becomes the message */
+
+void
+ngx_http_corelog_error_field(ngx_http_corelog_error_t *err,
+    const char *field, const char *message)
+{
+    ngx_http_corelog_field_error_t  *fe;
+
+    if (err->nfields == 0) {
+        ngx_http_corelog_error_set(err, NGX_HTTP_BAD_REQUEST, message);
+    }
+
+    if (err->nfields == NGX_HTTP_CORELOG_MAX_FIELD_ERRORS) {
+        return;
+    }
+
+    fe = &err->fields[err->nfields++];
+
+    fe->field.data = (u_char *) field;
+    fe->field.len = ngx_strlen(field);
+    fe->message.data = (u_char *) message;
+    fe->message.len = ngx_strlen(message);
+}
+
+
+ngx_int_t
+ngx_http_corelog_reply_header(ngx_http_request_t *r, const char *key,
+    ngx_str_t *value)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->hash = 1;
+    h->key.data = (u_char *) key;
+    h->key.len = ngx_strlen(key);
+    h->value = *value;
+#if (nginx_version >= 1023000)
+    h->next = NULL;
+#endif
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_corelog_reply_send(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_http_corelog_out_t *out)
+{
+    ngx_int_t     rc;
+    ngx_buf_t    *b;
+    ngx_chain_t   cl;
+
+    static ngx_str_t  no_store = ngx_string("no-store");
+
+    if (out->failed) {
+        return NGX_ERROR;
+    }
+
+    r->headers_out.status = status;
+    r->headers_out.content_length_n = out->pos - out->start;
+
+    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.content_type_lowcase = NULL;
+
+    if (ngx_http_corelog_reply_header(r, "Cache-Control", &no_store)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (r->headers_out.content_length) {
+        r->headers_out.content_length->hash = 0;
+        r->headers_out.content_length = NULL;
+    }
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    b->pos = out->start;
+    b->last = out->pos;
+    b->memory = 1;
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    cl.buf = b;
+    cl.next = NULL;
+
+    return ngx_http_output_filter(r, &cl);
+}
+
+
+/*
+ * Sends err in the route's shape, with the headers its status calls for:
+ * Allow on 405, Retry-After on 503 and 429, WWW-Authenticate on 401.
+ */
+
+ngx_int_t
+ngx_http_corelog_reply_error(ngx_http_request_t *r,
+    ngx_http_corelog_ctx_t *ctx, ngx_http_corelog_error_t *err)
+{
+    ngx_str_t                     value;
+    ngx_http_corelog_api_t       *api;
+    ngx_http_corelog_loc_conf_t  *llcf;
+
+    static ngx_str_t  post = ngx_string("POST");
+    static ngx_str_t  one = ngx_string("1");
+
+    if (ngx_http_discard_request_body(r) != NGX_OK) {
+        r->keepalive = 0;
+    }
+
+    switch (err->status) {
+
+    case NGX_HTTP_NOT_ALLOWED:
+        if (ngx_http_corelog_reply_header(r, "Allow", &post) != NGX_OK) {
+            return NGX_ERROR;
+        }
+        break;
+
+    case NGX_HTTP_SERVICE_UNAVAILABLE:
+    case NGX_HTTP_TOO_MANY_REQUESTS:
+        value = (ctx && ctx->auth.retry_after.len) ? ctx->auth.retry_after
+                                                    : one;
+
+        if (err->status == NGX_HTTP_TOO_MANY_REQUESTS
+            && !(ctx && ctx->auth.retry_after.len))
+        {
+            break;
+        }
+
+        if (ngx_http_corelog_reply_header(r, "Retry-After", &value) != NGX_OK) {
+            return NGX_ERROR;
+        }
+        break;
+
+    case NGX_HTTP_UNAUTHORIZED:
+        if (ctx && ctx->auth.www_authenticate.len) {
+            if (ngx_http_corelog_reply_header(r, "WWW-Authenticate",
+                                              &ctx->auth.www_authenticate)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+        }
+        break;
+    }
+
+    api = ctx ? ctx->api : NULL;
+
+    if (api == NULL) {
+        llcf = ngx_http_get_module_loc_conf(r, ngx_http_corelog_module);
+        api = llcf->api ? llcf->api : llcf->error_api;
+    }
+
+    if (api == NULL) {
+        api = &ngx_http_corelog_api_corelog;
+    }
+
+    return api->send_error(r, ctx, err);
+}
+
+
+/* {"name": "BadRequest", "message": "...", "fieldErrors": {"f": "..."}} */
+
+ngx_int_t
+ngx_http_corelog_reply_error_corelog(ngx_http_request_t *r,
+    ngx_http_corelog_ctx_t *ctx, ngx_http_corelog_error_t *err)
+{
+    ngx_uint_t              i;
+    ngx_http_corelog_out_t  out;
+
+    ngx_http_corelog_out_init(&out, r->pool, 256);
+
+    ngx_http_corelog_out_lit(&out, "{\"name\":\"");
+    ngx_http_corelog_out_raw(&out, ngx_http_corelog_status_name(err->status),
+                             ngx_strlen(ngx_http_corelog_status_name(
+                                                               err->status)));
+    ngx_http_corelog_out_lit(&out, "\",\"message\":");
+    ngx_http_corelog_out_str(&out, &err->message);
+
+    if (err->nfields) {
+        ngx_http_corelog_out_lit(&out, ",\"fieldErrors\":{");
+
+        for (i = 0; i < err->nfields; i++) {
+            if (i) {
+                ngx_http_corelog_out_lit(&out, ",");
+            }
+
+            ngx_http_corelog_out_str(&out, &err->fields[i].field);
+            ngx_http_corelog_out_lit(&out, ":");
+            ngx_http_corelog_out_str(&out, &err->fields[i].message);
+        }
+
+        ngx_http_corelog_out_lit(&out, "}");
+    }
+
+    ngx_http_corelog_out_lit(&out, "}");
+
+    return ngx_http_corelog_reply_send(r, err->status, &out);
+}

@@ -1,0 +1,189 @@
+
+/*
+ * Copyright (C) corelog authors
+ *
+ * Small helpers: UUIDs, time stamps, random bytes, UTF-8 lengths.
+ */
+
+
+#include "ngx_http_corelog.h"
+
+#include <sys/random.h>
+
+
+static u_char  ngx_http_corelog_hex[] = "0123456789abcdef";
+
+
+/*
+ * Checks "8-4-4-4-12" hex digits in either case and writes the canonical
+ * lower case form (36 bytes) to out; NGX_ERROR if it is not a UUID.
+ */
+
+ngx_int_t
+ngx_http_corelog_uuid_parse(ngx_str_t *in, u_char *out)
+{
+    u_char      ch;
+    ngx_uint_t  i;
+
+    if (in->len != NGX_HTTP_CORELOG_UUID_LEN) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < NGX_HTTP_CORELOG_UUID_LEN; i++) {
+        ch = in->data[i];
+
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            if (ch != '-') {
+                return NGX_ERROR;
+            }
+
+            out[i] = ch;
+            continue;
+        }
+
+        if (ch >= '0' && ch <= '9') {
+            out[i] = ch;
+            continue;
+        }
+
+        ch |= 0x20;
+
+        if (ch >= 'a' && ch <= 'f') {
+            out[i] = ch;
+            continue;
+        }
+
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_corelog_random(u_char *buf, size_t len)
+{
+    ssize_t     n;
+    ngx_uint_t  i;
+
+    while (len) {
+        n = getrandom(buf, len, GRND_NONBLOCK);
+
+        if (n == -1) {
+            if (ngx_errno == NGX_EINTR) {
+                continue;
+            }
+
+            /* no entropy pool yet: nginx's generator, not for secrets */
+
+            for (i = 0; i < len; i++) {
+                buf[i] = (u_char) ngx_random();
+            }
+
+            return NGX_DECLINED;
+        }
+
+        buf += n;
+        len -= n;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * A UUIDv7 (RFC 9562): 48 bits of Unix time in milliseconds, then random
+ * bits, version 7 and variant 10.  Written as 36 lower case characters.
+ * Ids made by one worker in one millisecond are still increasing: the
+ * random part of the later one is the earlier one's plus one.
+ */
+
+void
+ngx_http_corelog_uuid_v7(u_char *out)
+{
+    u_char          b[16];
+    ngx_uint_t      i, j;
+    ngx_time_t     *tp;
+    uint64_t        ms;
+    static uint64_t last_ms;
+    static u_char   last[16];
+
+    tp = ngx_timeofday();
+    ms = (uint64_t) tp->sec * 1000 + tp->msec;
+
+    if (ms <= last_ms) {
+        /* the same millisecond: increment the previous id's random tail */
+
+        ngx_memcpy(b, last, 16);
+
+        for (i = 15; i > 8; i--) {
+            if (++b[i] != 0) {
+                break;
+            }
+        }
+
+        ms = last_ms;
+
+    } else {
+        (void) ngx_http_corelog_random(b, 16);
+
+        b[0] = (u_char) (ms >> 40);
+        b[1] = (u_char) (ms >> 32);
+        b[2] = (u_char) (ms >> 24);
+        b[3] = (u_char) (ms >> 16);
+        b[4] = (u_char) (ms >> 8);
+        b[5] = (u_char) ms;
+        b[6] = (u_char) (0x70 | (b[6] & 0x0f));
+        b[8] = (u_char) (0x80 | (b[8] & 0x3f));
+
+        /* leave room to count up within the millisecond */
+        b[9] &= 0x7f;
+    }
+
+    last_ms = ms;
+    ngx_memcpy(last, b, 16);
+
+    for (i = 0, j = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10) {
+            out[j++] = '-';
+        }
+
+        out[j++] = ngx_http_corelog_hex[b[i] >> 4];
+        out[j++] = ngx_http_corelog_hex[b[i] & 0x0f];
+    }
+}
+
+
+/* "2025-07-10T11:00:00.000Z": NGX_HTTP_CORELOG_TIME_LEN bytes */
+
+void
+ngx_http_corelog_time_rfc3339(u_char *out, time_t sec, ngx_msec_t msec)
+{
+    ngx_tm_t  tm;
+
+    ngx_gmtime(sec, &tm);
+
+    (void) ngx_sprintf(out, "%4d-%02d-%02dT%02d:%02d:%02d.%03MZ",
+                       tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday,
+                       tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec, msec);
+}
+
+
+/* characters in a string that jansson has already checked to be UTF-8 */
+
+ngx_int_t
+ngx_http_corelog_utf8_length(ngx_str_t *s)
+{
+    size_t      i;
+    ngx_int_t   n;
+
+    n = 0;
+
+    for (i = 0; i < s->len; i++) {
+        if ((s->data[i] & 0xc0) != 0x80) {
+            n++;
+        }
+    }
+
+    return n;
+}
