@@ -51,7 +51,7 @@ ngx_http_corelog_json_parse(ngx_http_request_t *r, json_t **root,
     }
 
     json = json_loadb((const char *) body.data, body.len,
-                      JSON_REJECT_DUPLICATES, &jerr);
+                      JSON_REJECT_DUPLICATES|JSON_DECODE_ANY, &jerr);
 
     if (json == NULL) {
         switch (json_error_code(&jerr)) {

@@ -357,6 +357,8 @@ ngx_http_corelog_token_answer(ngx_http_request_t *r, ngx_uint_t status,
     static ngx_str_t  invalid =
         ngx_string("Bearer realm=\"corelog\", error=\"invalid_token\"");
     static ngx_str_t  one = ngx_string("1");
+    static ngx_str_t  down =
+        ngx_string("The token store is unavailable, retry later");
 
     llcf = ngx_http_get_module_loc_conf(r, ngx_http_corelog_module);
 
@@ -420,7 +422,10 @@ ngx_http_corelog_token_answer(ngx_http_request_t *r, ngx_uint_t status,
     }
 
     if (status == NGX_HTTP_SERVICE_UNAVAILABLE) {
-        if (ngx_http_corelog_reply_header(r, "Retry-After", &one) != NGX_OK) {
+        if (ngx_http_corelog_reply_header(r, "Retry-After", &one) != NGX_OK
+            || ngx_http_corelog_reply_header(r, "X-Corelog-Error", &down)
+               != NGX_OK)
+        {
             return NGX_ERROR;
         }
     }
