@@ -1,0 +1,63 @@
+# ngx_http_corelog_module: build, run and test.
+#
+#   make               build objs/ngx_http_corelog_module.so (= make build)
+#   make test          build, then run the Perl tests in t/ (prove)
+#   make run           build, then start PostgreSQL + nginx in .run/ (demo)
+#   make deps          install missing Debian packages (apt-get, via sudo)
+#   make clean         remove objs/ and t/tmp/
+#   make distclean     clean, and also remove .run/ (the `make run` database)
+#
+# Variables: NGINX_SRC=<nginx source tree> (default: Debian's nginx-dev tree),
+# TESTS=<files or dirs for prove> (default t/), PROVE_JOBS (default 2),
+# PROVE_FLAGS, PORT and PGPORT for `make run`.  TEST_CORELOG_KEEP=1 keeps the
+# tests' temporary directories in t/tmp/.
+
+SHELL := /bin/bash
+
+NGINX_SRC ?= /usr/share/nginx/src
+export NGINX_SRC
+
+TESTS       ?= t/
+# The test files are independent: each starts its own nginx on free ports
+# and its own throwaway PostgreSQL cluster.
+PROVE_JOBS  ?= 2
+PROVE_FLAGS ?=
+
+.DEFAULT_GOAL := build
+.PHONY: build deps test run clean distclean lint
+
+deps:
+	scripts/deps.sh
+
+build: deps
+	scripts/build.sh
+
+test: build
+	prove -I t/lib -r -j$(PROVE_JOBS) $(PROVE_FLAGS) $(TESTS)
+
+run: build
+	scripts/run.sh
+
+lint:
+	bash -n scripts/*.sh .ci/run
+	if command -v shellcheck >/dev/null; then shellcheck scripts/*.sh .ci/run; fi
+	perl -I t/lib -c t/lib/Corelog/Test.pm
+	for f in $$(find t -name '*.t' -not -path 't/tmp/*'); do \
+	    perl -I t/lib -c "$$f" || exit 1; done
+
+# Best effort: stop what an interrupted test run left behind in t/tmp/
+# (SIGQUIT = nginx graceful stop, SIGINT = PostgreSQL fast shutdown).
+clean:
+	@stopped=; \
+	for f in t/tmp/*/nginx.pid; do [ -f "$$f" ] && \
+	    kill -QUIT "$$(cat "$$f")" 2>/dev/null && stopped=1; done; \
+	for f in t/tmp/*/pg/postmaster.pid; do [ -f "$$f" ] && \
+	    kill -INT "$$(head -1 "$$f")" 2>/dev/null && stopped=1; done; \
+	if [ -n "$$stopped" ]; then sleep 2; fi
+	rm -rf objs t/tmp
+
+distclean: clean
+	@[ -f .run/nginx.pid ] && kill -QUIT "$$(cat .run/nginx.pid)" 2>/dev/null; true
+	@[ -f .run/pgdata/postmaster.pid ] && \
+	    kill -INT "$$(head -1 .run/pgdata/postmaster.pid)" 2>/dev/null; true
+	rm -rf .run

@@ -1,0 +1,57 @@
+#!/bin/bash
+# Install the Debian (bookworm) packages needed to build, run and test the
+# corelog module.  Idempotent: when everything is installed already it only
+# asks dpkg, prints nothing and exits 0; apt-get runs (after one
+# `apt-get update`) only for what is missing.  Works as root, or through
+# sudo when run as an ordinary user.
+set -euo pipefail
+
+packages=(
+    # build: scripts/build.sh compiles against Debian's nginx source tree
+    gcc libc6-dev make pkg-config
+    nginx nginx-dev
+    libjansson-dev libpq-dev libssl-dev
+    # run and test: PostgreSQL 15 (pg_stat_statements ships in
+    # postgresql-15; postgresql-contrib is the bookworm metapackage for it)
+    postgresql postgresql-contrib
+    # test harness: prove, core Perl (Test::More, JSON::PP, IO::Select...)
+    # plus DBI/DBD::Pg
+    perl libdbd-pg-perl
+    # `make run` prints a curl line
+    curl
+)
+
+missing=()
+for p in "${packages[@]}"; do
+    status=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
+    [ "$status" = installed ] || missing+=("$p")
+done
+
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "deps: installing: ${missing[*]}" >&2
+
+if [ "$(id -u)" -eq 0 ]; then
+    as_root=()
+elif command -v sudo >/dev/null 2>&1; then
+    as_root=(sudo)
+else
+    echo "deps: missing packages (${missing[*]}) and not root, no sudo" >&2
+    exit 1
+fi
+
+# `env` so that the variable survives sudo's environment reset.
+apt=("${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get)
+
+"${apt[@]}" update -q
+"${apt[@]}" install -y -q --no-install-recommends "${missing[@]}"
+
+# On machines with an init system the Debian nginx package starts the system
+# nginx on port 80; it is not needed (tests and `make run` start their own).
+for p in "${missing[@]}"; do
+    if [ "$p" = nginx ]; then
+        "${as_root[@]}" service nginx stop >/dev/null 2>&1 || true
+    fi
+done
+
+exit 0

@@ -1,0 +1,1026 @@
+package Corelog::Test;
+
+# Test harness for ngx_http_corelog_module (Test::Nginx is not used).
+#
+# Each Corelog::Test object owns a temporary directory t/tmp/<test>-XXXXXX
+# holding a throwaway PostgreSQL cluster (pg/, started on a free port) and
+# an nginx prefix (nginx.conf, error.log, nginx.pid, temp paths).  Typical
+# use:
+#
+#   use FindBin; use lib "$FindBin::Bin/lib";
+#   use Test::More; use Corelog::Test;
+#
+#   my $t = Corelog::Test->new;
+#   $t->write_conf(<<'EOF');
+#       server {
+#           listen 127.0.0.1:%%PORT%%;
+#           location / { ... }
+#       }
+#   EOF
+#   $t->run;
+#   my $r = $t->http(POST => '/core-log/x', headers => {...}, body => '{}');
+#   is($r->{status}, 201);
+#   $t->done;          # stops nginx, checks the error log (one test)
+#   done_testing;
+#
+# Environment: TEST_CORELOG_KEEP=1 keeps the temporary directory;
+# TEST_CORELOG_NGINX, TEST_CORELOG_MODULE, TEST_CORELOG_PG_BINDIR override
+# the nginx binary, the module .so and the PostgreSQL bin directory.
+
+use strict;
+use warnings;
+
+use Cwd qw(abs_path);
+use DBI;
+use Errno qw(EAGAIN EINTR EWOULDBLOCK);
+use Fcntl qw(O_CREAT O_EXCL O_WRONLY);
+use File::Basename qw(basename dirname);
+use File::Path qw(make_path remove_tree);
+use File::Spec;
+use File::Temp qw(tempdir);
+use IO::Select;
+use IO::Socket::INET;
+use JSON::PP ();
+use POSIX ();
+use Scalar::Util qw(refaddr weaken);
+use Test::More ();
+use Time::HiRes qw(sleep time);
+
+our $ROOT   = abs_path(dirname(abs_path(__FILE__)) . '/../../..');
+our $TMP    = "$ROOT/t/tmp";
+our $NGINX  = $ENV{TEST_CORELOG_NGINX} // '/usr/sbin/nginx';
+our $MODULE = $ENV{TEST_CORELOG_MODULE}
+    // "$ROOT/objs/ngx_http_corelog_module.so";
+
+my $IS_ROOT = $> == 0;
+my $JSON    = JSON::PP->new->utf8->canonical->allow_nonref;
+
+my %LIVE;    # refaddr => weakened object, for END-time cleanup
+
+# A client must survive writing to a connection that nginx has closed.
+$SIG{PIPE} = 'IGNORE';
+
+# Ctrl-C or a prove timeout: run END (cleanup) instead of leaving nginx and
+# PostgreSQL processes behind.
+for my $sig (qw(INT TERM)) {
+    $SIG{$sig} ||= sub { print STDERR "# caught SIG$sig, cleaning up\n";
+                         exit 1 };
+}
+
+###########################################################################
+# construction
+
+# Options:
+#   pg_start => 0   initdb and load the schema, but leave PostgreSQL stopped
+#   pg       => 0   no PostgreSQL at all (nginx-only tests)
+#   pg_conf  => str extra postgresql.conf lines
+sub new {
+    my ($class, %opt) = @_;
+
+    my $self = bless {
+        opt       => \%opt,
+        owner_pid => $$,
+        allow     => {},
+        ports     => [],
+    }, $class;
+
+    $LIVE{refaddr $self} = $self;
+    weaken $LIVE{refaddr $self};
+
+    $self->_make_dir;
+
+    $self->{port}    = $self->_free_port;
+    $self->{port2}   = $self->_free_port;
+    $self->{pg_port} = $self->_free_port;
+
+    if ($opt{pg} // 1) {
+        $self->_pg_init;
+        $self->pg_start;
+        $self->_pg_create_db;
+        $self->pg_stop if defined $opt{pg_start} && !$opt{pg_start};
+    }
+
+    return $self;
+}
+
+sub dir     { $_[0]{dir} }
+sub port    { $_[0]{port} }
+sub port2   { $_[0]{port2} }
+sub pg_port { $_[0]{pg_port} }
+
+sub uuid {
+    my $bytes = '';
+    if (open my $fh, '<:raw', '/dev/urandom') {
+        read $fh, $bytes, 16;
+    }
+    $bytes = pack 'C16', map { int rand 256 } 1 .. 16
+        if length $bytes != 16;
+    my @b = unpack 'C16', $bytes;
+    $b[6] = ($b[6] & 0x0f) | 0x40;    # version 4
+    $b[8] = ($b[8] & 0x3f) | 0x80;    # RFC 4122 variant
+    return sprintf '%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-'
+                 . '%02x%02x%02x%02x%02x%02x', @b;
+}
+
+sub _make_dir {
+    my $self = shift;
+
+    make_path($TMP);
+    chmod 0755, $TMP;
+
+    my $base = $TMP;
+
+    # As root, nginx workers (nobody) and PostgreSQL (postgres) must reach
+    # the directory: every path component must be traversable by others.
+    if ($IS_ROOT && !_world_traversable($TMP)) {
+        $base = File::Spec->tmpdir;
+        Test::More::diag("$TMP is not world-traversable, using $base");
+    }
+
+    my $name = basename($0);
+    $name =~ s/\.t$//;
+    $name =~ s/[^A-Za-z0-9_.-]/_/g;
+
+    $self->{dir} = tempdir("$name-XXXXXX", DIR => $base);
+    chmod 0777, $self->{dir};
+}
+
+sub _world_traversable {
+    my $path = shift;
+    while (1) {
+        my @st = stat $path or return 0;
+        return 0 unless $st[2] & 01;
+        last if $path eq '/';
+        $path = dirname($path);
+    }
+    return 1;
+}
+
+# A free TCP port below the kernel's ephemeral range (so that the clients'
+# outgoing connections never take it), reserved against parallel test
+# files by an O_EXCL file in t/tmp/ports/.
+sub _free_port {
+    my $self = shift;
+
+    my ($lo) = split ' ', _slurp('/proc/sys/net/ipv4/ip_local_port_range')
+                          || '32768';
+    my ($min, $max) = $lo >= 12000 ? ($lo - 10000, $lo - 1) : (20000, 29999);
+
+    my $dir = "$TMP/ports";
+    make_path($dir);
+
+    for (1 .. 1000) {
+        my $port = $min + int rand($max - $min + 1);
+        my $file = "$dir/$port";
+
+        # A reservation older than a day was left by a killed test.
+        unlink $file if -e $file && -M $file > 1;
+
+        sysopen my $fh, $file, O_CREAT | O_EXCL | O_WRONLY or next;
+        print $fh "$$\n";
+        close $fh;
+
+        my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1',
+                                      LocalPort => $port, Proto => 'tcp',
+                                      Listen => 1, ReuseAddr => 1);
+        if (!$s) {
+            unlink $file;
+            next;
+        }
+        close $s;
+
+        push @{$self->{ports}}, $file;
+        return $port;
+    }
+
+    die "no free TCP port found in $min-$max\n";
+}
+
+###########################################################################
+# PostgreSQL
+
+sub _pg_bindir {
+    return $ENV{TEST_CORELOG_PG_BINDIR} if $ENV{TEST_CORELOG_PG_BINDIR};
+
+    my @dirs = map { $_->[1] }
+               sort { $a->[0] <=> $b->[0] }
+               map { m{/(\d+)/bin$} ? [$1, $_] : () }
+               grep { -x "$_/initdb" } glob '/usr/lib/postgresql/*/bin';
+    return $dirs[-1] if @dirs;
+
+    my $dir = `pg_config --bindir 2>/dev/null` // '';
+    chomp $dir;
+    return $dir if $dir ne '' && -x "$dir/initdb";
+
+    die "PostgreSQL server binaries (initdb) not found; install postgresql\n";
+}
+
+# PostgreSQL refuses to run as root: run its programs as "postgres" then.
+sub _as_pg {
+    return () unless $IS_ROOT;
+    die "running as root but there is no \"postgres\" user\n"
+        unless defined getpwnam 'postgres';
+    return ('runuser', '-u', 'postgres', '--');
+}
+
+sub _pg_init {
+    my $self = shift;
+
+    my $bin  = $self->{pg_bin} = _pg_bindir();
+    my $data = $self->{pg_data} = "$self->{dir}/pg";
+    $self->{pg_logfile} = "$self->{dir}/postgres.log";
+
+    # The unix socket path is limited to ~107 bytes.
+    my $sockdir = $self->{dir};
+    if (length("$sockdir/.s.PGSQL.$self->{pg_port}") > 100) {
+        $sockdir = $self->{pg_sockdir} =
+            tempdir('corelog-pg-XXXXXX', DIR => File::Spec->tmpdir);
+        chmod 0777, $sockdir;
+    }
+
+    my ($rc, $out) = $self->_run([_as_pg(), "$bin/initdb", '-D', $data,
+                                  '-U', 'postgres', '--auth=trust',
+                                  '-E', 'UTF8', '--locale=C', '--no-sync']);
+    die "initdb failed (exit $rc):\n$out" if $rc;
+
+    my $extra = $self->{opt}{pg_conf} // '';
+
+    _append("$data/postgresql.conf", <<"EOF");
+
+# Corelog::Test: a private, throwaway cluster
+listen_addresses = '127.0.0.1'
+port = $self->{pg_port}
+unix_socket_directories = '$sockdir'
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+shared_buffers = 32MB
+shared_preload_libraries = 'pg_stat_statements'
+pg_stat_statements.track = all
+$extra
+EOF
+}
+
+sub _pg_create_db {
+    my $self = shift;
+
+    my $dbh = DBI->connect($self->_dsn('postgres'), 'postgres', '',
+                           { AutoCommit => 1, RaiseError => 1,
+                             PrintError => 0 });
+    $dbh->do('CREATE DATABASE corelog');
+    $dbh->disconnect;
+
+    $self->dbh->do('CREATE EXTENSION pg_stat_statements');
+
+    my $psql = -x "$self->{pg_bin}/psql" ? "$self->{pg_bin}/psql" : 'psql';
+    my ($rc, $out) = $self->_run([$psql, '-X', '-q', '-v', 'ON_ERROR_STOP=1',
+                                  '-d', $self->pg_conninfo,
+                                  '-f', "$ROOT/conf/schema.sql"]);
+    die "loading conf/schema.sql failed (exit $rc):\n$out" if $rc;
+}
+
+sub _dsn {
+    my ($self, $db) = @_;
+    return "dbi:Pg:dbname=$db;host=127.0.0.1;port=$self->{pg_port}";
+}
+
+sub pg_conninfo {
+    my $self = shift;
+    return "host=127.0.0.1 port=$self->{pg_port} dbname=corelog "
+         . "user=postgres";
+}
+
+sub pg_start {
+    my $self = shift;
+    return if $self->{pg_running};
+
+    my ($rc, $out) = $self->_run([_as_pg(), "$self->{pg_bin}/pg_ctl",
+                                  '-D', $self->{pg_data},
+                                  '-l', $self->{pg_logfile},
+                                  '-w', '-t', '60', 'start']);
+    die "pg_ctl start failed (exit $rc):\n$out\n" . _tail($self->pg_log)
+        if $rc;
+
+    $self->{pg_running} = 1;
+}
+
+sub pg_stop {
+    my $self = shift;
+    return unless $self->{pg_running};
+
+    if ($self->{dbh}) {
+        eval { $self->{dbh}->disconnect };
+        delete $self->{dbh};
+    }
+
+    my ($rc, $out) = $self->_run([_as_pg(), "$self->{pg_bin}/pg_ctl",
+                                  '-D', $self->{pg_data}, '-m', 'fast',
+                                  '-w', '-t', '60', 'stop']);
+    die "pg_ctl stop failed (exit $rc):\n$out" if $rc;
+
+    $self->{pg_running} = 0;
+}
+
+sub pg_restart {
+    my $self = shift;
+    $self->pg_stop;
+    $self->pg_start;
+}
+
+sub pg_log { _slurp($_[0]{pg_logfile} // '') // '' }
+
+# AutoCommit, RaiseError; reconnects after pg_stop/pg_start.
+sub dbh {
+    my $self = shift;
+
+    my $dbh = $self->{dbh};
+    return $dbh if $dbh && $dbh->{Active} && $dbh->ping;
+
+    $dbh = DBI->connect($self->_dsn('corelog'), 'postgres', '',
+                        { AutoCommit => 1, RaiseError => 1, PrintError => 0,
+                          pg_enable_utf8 => 1 });
+    $dbh->do('SET client_min_messages = warning');
+
+    return $self->{dbh} = $dbh;
+}
+
+###########################################################################
+# fixtures
+
+sub make_account {
+    my ($self, $name) = @_;
+    return scalar $self->dbh->selectrow_array(
+        'INSERT INTO corelog.accounts (name) VALUES (?) RETURNING id',
+        undef, $name // 'test');
+}
+
+# make_token($account_id, domain => , project => , expires_in => '1 hour',
+#            revoked => 1, description => )
+sub make_token {
+    my ($self, $account_id, %o) = @_;
+
+    my $token = $self->dbh->selectrow_array(
+        'SELECT corelog.create_token(?, ?, ?, ?::interval, ?)', undef,
+        $account_id, $o{domain}, $o{project}, $o{expires_in},
+        $o{description} // 'Corelog::Test');
+
+    $self->dbh->do('SELECT corelog.revoke_token(?)', undef, $token)
+        if $o{revoked};
+
+    return $token;
+}
+
+# One traffic source with one core pathname, request and response.
+sub seed_corelog {
+    my ($self, $account_id) = @_;
+    my $dbh = $self->dbh;
+
+    my %r;
+    $r{account_id} = $account_id;
+    ($r{traffic_source_id}) = $dbh->selectrow_array(
+        'INSERT INTO corelog.traffic_sources (account_id, name)
+         VALUES (?, ?) RETURNING id', undef, $account_id, 'test source');
+    ($r{core_pathname_id}) = $dbh->selectrow_array(
+        'INSERT INTO corelog.core_pathnames (traffic_source_id, pathname)
+         VALUES (?, ?) RETURNING id', undef, $r{traffic_source_id}, '/test');
+    @r{qw(request_id response_id)} =
+        $self->make_request_response($r{traffic_source_id});
+
+    return \%r;
+}
+
+sub make_request_response {
+    my ($self, $traffic_source_id) = @_;
+    my $dbh = $self->dbh;
+
+    my ($req) = $dbh->selectrow_array(
+        'INSERT INTO corelog.requests (traffic_source_id, method, url)
+         VALUES (?, ?, ?) RETURNING id', undef, $traffic_source_id, 'GET',
+        '/test');
+    my ($res) = $dbh->selectrow_array(
+        'INSERT INTO corelog.responses (traffic_source_id, status)
+         VALUES (?, ?) RETURNING id', undef, $traffic_source_id, 200);
+
+    return ($req, $res);
+}
+
+###########################################################################
+# nginx
+
+sub _subst {
+    my ($self, $text) = @_;
+    $text =~ s/%%PORT2%%/$self->{port2}/g;
+    $text =~ s/%%PORT%%/$self->{port}/g;
+    $text =~ s/%%PG%%/$self->pg_conninfo/ge;
+    $text =~ s/%%DIR%%/$self->{dir}/g;
+    return $text;
+}
+
+sub _temp_paths {
+    my $d = shift->{dir};
+    return join '', map { "    ${_}_temp_path \"$d/$_\";\n" }
+                    qw(client_body proxy fastcgi uwsgi scgi);
+}
+
+# write_conf($http_text, workers => 1, error_log_level => 'info',
+#            main => $main_context_text, worker_connections => 1024,
+#            no_postgres => 1, no_module => 1)
+sub write_conf {
+    my ($self, $http, %opt) = @_;
+    my $d = $self->{dir};
+
+    my $load = $opt{no_module} ? '' : "load_module \"$MODULE\";\n";
+    my $workers = $opt{workers} // 1;
+    my $level = $opt{error_log_level} // 'info';
+    my $main = $self->_subst($opt{main} // '');
+    my $wc = $opt{worker_connections} // 1024;
+    my $pg = $opt{no_postgres} ? ''
+           : '    corelog_postgres "' . $self->pg_conninfo . "\";\n";
+    my $temp = $self->_temp_paths;
+
+    $http = $self->_subst($http);
+
+    _write("$d/nginx.conf", <<"EOF");
+# written by Corelog::Test
+${load}worker_processes $workers;
+error_log "$d/error.log" $level;
+pid "$d/nginx.pid";
+$main
+events {
+    worker_connections $wc;
+}
+
+http {
+    access_log "$d/access.log";
+$temp$pg
+$http
+}
+EOF
+    return $self;
+}
+
+# The shipped conf/nginx.conf, made runnable inside the test directory.
+# Options: port (default $t->port), conninfo (default pg_conninfo),
+# workers (default 1), error_log_level (default notice).
+sub write_shipped_conf {
+    my ($self, %opt) = @_;
+    my $d = $self->{dir};
+
+    my $conf = _slurp("$ROOT/conf/nginx.conf")
+        // die "cannot read conf/nginx.conf\n";
+
+    my $port = $opt{port} // $self->{port};
+    my $conninfo = $opt{conninfo} // $self->pg_conninfo;
+    my $workers = $opt{workers} // 1;
+    my $level = $opt{error_log_level} // 'notice';
+    my $temp = $self->_temp_paths;
+
+    # [ what, replacement ]: each must match, so that a change of the
+    # shipped file cannot silently turn this into a different test.
+    my @edits = (
+        [ qr/\@MODULE\@/,                    "\"$MODULE\"" ],
+        [ qr/\@PORT\@/,                      $port ],
+        [ qr/\@CONNINFO\@/,                  $conninfo ],
+        [ qr/^[ \t]*error_log\s+stderr\s+notice;/m,
+                                            "error_log \"$d/error.log\" $level;" ],
+        [ qr/^[ \t]*pid\s+nginx\.pid;/m,         "pid \"$d/nginx.pid\";" ],
+        [ qr/^[ \t]*worker_processes\s+auto;/m, "worker_processes $workers;" ],
+    );
+
+    for my $e (@edits) {
+        my ($re, $to) = @$e;
+        $conf =~ s/$re/$to/g
+            or die "write_shipped_conf: $re not in conf/nginx.conf\n";
+    }
+
+    # temp paths at the top of http{}
+    $conf =~ s/^(http\s*\{[^\n]*\n)/$1$temp/m
+        or die "write_shipped_conf: no http { in conf/nginx.conf\n";
+
+    _write("$d/nginx.conf", $conf);
+    return $self;
+}
+
+sub nginx_conf { _slurp("$_[0]{dir}/nginx.conf") }
+
+# `nginx -t` on the written configuration: returns (exit code, output).
+sub nginx_test_conf {
+    my $self = shift;
+    my $d = $self->{dir};
+    $self->{tested_conf} = 1;
+    return $self->_run([$NGINX, '-t', '-p', "$d/", '-c', "$d/nginx.conf",
+                        '-e', 'stderr']);
+}
+
+sub run {
+    my $self = shift;
+    my $d = $self->{dir};
+
+    die "run: nginx is running already\n" if $self->{nginx_pid};
+    die "run: no $d/nginx.conf (write_conf first)\n" unless -f "$d/nginx.conf";
+
+    $self->{ran} = 1;
+    unlink "$d/nginx.pid";
+
+    my ($rc, $out) = $self->_run([$NGINX, '-p', "$d/", '-c', "$d/nginx.conf",
+                                  '-e', "$d/error.log"]);
+    die "nginx failed to start (exit $rc):\n$out\n"
+        . _tail($self->error_log) if $rc;
+
+    my $deadline = time + 5;
+    my $pid;
+    until ($pid = $self->_read_pid) {
+        die "nginx did not write its pid file\n" . _tail($self->error_log)
+            if time > $deadline;
+        sleep 0.02;
+    }
+    $self->{nginx_pid} = $pid;
+
+    # Wait for the main port when the configuration listens on it.
+    if ($self->nginx_conf =~ /\b$self->{port}\b/) {
+        until (_can_connect($self->{port})) {
+            die "nginx does not accept connections on port $self->{port}\n"
+                . _tail($self->error_log) if time > $deadline;
+            sleep 0.02;
+        }
+    }
+
+    return $self;
+}
+
+sub nginx_pid { $_[0]{nginx_pid} }
+
+sub worker_pids {
+    my $self = shift;
+    return $self->{nginx_pid} ? _children($self->{nginx_pid}) : ();
+}
+
+# SIGHUP; returns true once new worker processes are up, false if the
+# reload failed (an [emerg] after the HUP) or no new worker came within 5 s.
+sub reload {
+    my $self = shift;
+    my $pid = $self->{nginx_pid} or die "reload: nginx is not running\n";
+
+    my %old = map { $_ => 1 } _children($pid);
+    my $offset = -s "$self->{dir}/error.log" || 0;
+
+    kill 'HUP', $pid or die "reload: kill HUP $pid: $!\n";
+
+    my $deadline = time + 5;
+    while (time < $deadline) {
+        if (grep { !$old{$_} } _children($pid)) {
+            sleep 0.1;    # let the new workers initialise
+            return 1;
+        }
+        return 0 if substr($self->error_log, $offset) =~ /\[emerg\]/;
+        sleep 0.02;
+    }
+    return 0;
+}
+
+# SIGQUIT (graceful); TERM and then KILL if nginx has not exited in 10 s.
+sub stop {
+    my $self = shift;
+    my $pid = delete $self->{nginx_pid} or return $self;
+
+    my @workers = _children($pid);
+    kill 'QUIT', $pid;
+    return $self if _wait_gone($pid, 10);
+
+    push @{$self->{problems}}, "nginx did not exit within 10 s of SIGQUIT";
+    kill 'TERM', $pid;
+    return $self if _wait_gone($pid, 3);
+
+    kill 'KILL', $pid, @workers;
+    _wait_gone($pid, 3);
+    return $self;
+}
+
+sub error_log { _slurp("$_[0]{dir}/error.log") // '' }
+
+sub allow_emerg { $_[0]{allow}{emerg} = 1; $_[0] }
+sub allow_crit  { $_[0]{allow}{crit}  = 1; $_[0] }
+
+sub _read_pid {
+    my $self = shift;
+    my $pid = _slurp("$self->{dir}/nginx.pid") // return;
+    return $pid =~ /^(\d+)/ && kill(0, $1) ? $1 : undef;
+}
+
+sub _children {
+    my $ppid = shift;
+    my @kids;
+    for my $stat (glob '/proc/[0-9]*/stat') {
+        my $s = _slurp($stat) // next;
+        push @kids, $1 if $s =~ /^(\d+) \(.*\) \S+ (\d+) /s && $2 == $ppid;
+    }
+    return @kids;
+}
+
+sub _wait_gone {
+    my ($pid, $secs) = @_;
+    my $deadline = time + $secs;
+    while (kill 0, $pid) {
+        # a child of ours (never for daemonised nginx) must be reaped
+        waitpid $pid, POSIX::WNOHANG();
+        return 0 if time > $deadline;
+        sleep 0.02;
+    }
+    return 1;
+}
+
+sub _can_connect {
+    my $port = shift;
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
+                                  Proto => 'tcp', Timeout => 1);
+    return 0 unless $s;
+    close $s;
+    return 1;
+}
+
+###########################################################################
+# HTTP client
+
+# Request options:
+#   headers => { name => value } or [ name => value, ... ]; a header whose
+#              value is undef is not sent (e.g. Host => undef)
+#   body    => bytes; json => data (encoded; Content-Type application/json)
+#   raw     => the complete request text to send instead
+#   port    => TCP port (default $t->port); timeout => seconds (default 10)
+sub _build_request {
+    my ($self, $method, $uri, %o) = @_;
+
+    return $o{raw} if defined $o{raw};
+
+    my $h = $o{headers} // {};
+    my @h = ref $h eq 'ARRAY'
+          ? map { [ $h->[2 * $_], $h->[2 * $_ + 1] ] } 0 .. $#$h / 2
+          : map { [ $_, $h->{$_} ] } sort keys %$h;
+    my %have = map { lc $_->[0] => 1 } @h;
+
+    my $body = $o{body};
+    if (exists $o{json}) {
+        $body = $JSON->encode($o{json});
+        push @h, [ 'Content-Type', 'application/json' ]
+            unless $have{'content-type'};
+    }
+    utf8::encode($body) if defined $body && utf8::is_utf8($body);
+
+    unshift @h, [ Connection => 'close' ] unless $have{connection};
+    unshift @h, [ Host => 'localhost' ] unless $have{host};
+    push @h, [ 'Content-Length', length $body ]
+        if defined $body && !$have{'content-length'}
+           && !$have{'transfer-encoding'};
+
+    my $req = "$method $uri HTTP/1.1\r\n";
+    $req .= "$_->[0]: $_->[1]\r\n" for grep { defined $_->[1] } @h;
+    $req .= "\r\n";
+    $req .= $body if defined $body;
+
+    return $req;
+}
+
+sub _error_result {
+    my ($error, $raw) = @_;
+    return { status => 0, headers => {}, body => '', json => undef,
+             raw => $raw // '', error => $error };
+}
+
+# Connects and sends a request; returns the socket (dies if it cannot
+# connect).  Read the response with http_finish($sock), or close the socket
+# early to simulate a client abort.
+sub http_start {
+    my ($self, $method, $uri, %o) = @_;
+
+    my $port = $o{port} // $self->{port};
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
+                                  Proto => 'tcp', Timeout => $o{timeout} // 10)
+        or die "http: cannot connect to 127.0.0.1:$port: $@\n";
+
+    my $req = $self->_build_request($method, $uri, %o);
+    while (length $req) {
+        my $n = syswrite $s, $req;
+        last unless $n;    # nginx closed the connection: read its answer
+        substr $req, 0, $n, '';
+    }
+
+    ${*$s}{corelog_method} = $method;
+    return $s;
+}
+
+sub http_finish {
+    my ($self, $s, %o) = @_;
+
+    my $method = ${*$s}{corelog_method} // 'GET';
+    my $sel = IO::Select->new($s);
+    my $deadline = time + ($o{timeout} // 10);
+    my $raw = '';
+
+    while (1) {
+        my $left = $deadline - time;
+        if ($left <= 0) {
+            close $s;
+            my $r = _parse_response($raw, $method);
+            $r->{error} //= 'timeout';
+            return $r;
+        }
+        next unless $sel->can_read($left);
+        my $n = sysread $s, $raw, 65536, length $raw;
+        next if !defined $n && $! == EINTR;
+        last unless $n;    # EOF (Connection: close) or error (reset)
+    }
+
+    close $s;
+    return _parse_response($raw, $method);
+}
+
+sub http {
+    my ($self, $method, $uri, %o) = @_;
+    my $s = eval { $self->http_start($method, $uri, %o) }
+        or return _error_result($@);
+    return $self->http_finish($s, %o);
+}
+
+# http_many([ [method, uri, %opt], ... ], timeout => 30): all connections
+# at once, non-blocking; results in the order of the requests.
+sub http_many {
+    my ($self, $reqs, %o) = @_;
+
+    my (@res, %conn);
+    my $rsel = IO::Select->new;
+    my $wsel = IO::Select->new;
+
+    for my $i (0 .. $#$reqs) {
+        my ($method, $uri, %ro) = @{$reqs->[$i]};
+        my $port = $ro{port} // $self->{port};
+        my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                      PeerPort => $port, Proto => 'tcp',
+                                      Timeout => 10);
+        if (!$s) {
+            $res[$i] = _error_result("cannot connect to port $port: $@");
+            next;
+        }
+        $s->blocking(0);
+        $conn{fileno $s} = { i => $i, s => $s, method => $method, in => '',
+                             out => $self->_build_request($method, $uri,
+                                                          %ro) };
+        $rsel->add($s);
+        $wsel->add($s);
+    }
+
+    my $deadline = time + ($o{timeout} // 30);
+
+    while ($rsel->count && (my $left = $deadline - time) > 0) {
+        my ($r, $w) = IO::Select->select($rsel, $wsel->count ? $wsel : undef,
+                                         undef, $left);
+        next unless $r || $w;
+
+        for my $s (@{$w // []}) {
+            my $c = $conn{fileno $s};
+            my $n = syswrite $s, $c->{out};
+            if (defined $n) {
+                substr $c->{out}, 0, $n, '';
+                $wsel->remove($s) unless length $c->{out};
+            } elsif ($! != EAGAIN && $! != EWOULDBLOCK && $! != EINTR) {
+                $wsel->remove($s);    # closed by nginx: read the answer
+            }
+        }
+
+        for my $s (@{$r // []}) {
+            my $c = $conn{fileno $s};
+            my $n = sysread $s, $c->{in}, 65536, length $c->{in};
+            next if !defined $n
+                    && ($! == EAGAIN || $! == EWOULDBLOCK || $! == EINTR);
+            next if $n;
+            # EOF or error: this response is complete
+            $rsel->remove($s);
+            $wsel->remove($s);
+            $res[$c->{i}] = _parse_response($c->{in}, $c->{method});
+            close $s;
+        }
+    }
+
+    for my $c (values %conn) {
+        next if defined $res[$c->{i}];
+        my $r = _parse_response($c->{in}, $c->{method});
+        $r->{error} //= 'timeout';
+        $res[$c->{i}] = $r;
+        close $c->{s};
+    }
+
+    return \@res;
+}
+
+# { status, headers => { lowercased name => value }, body, json, raw,
+#   error (only when something went wrong) }
+sub _parse_response {
+    my ($raw, $method) = @_;
+
+    my $r = { status => 0, headers => {}, body => '', json => undef,
+              raw => $raw };
+    my $rest = $raw;
+
+    while (1) {
+        my $end = index $rest, "\r\n\r\n";
+        if ($end < 0) {
+            $r->{error} = length $raw ? 'incomplete response header'
+                                      : 'empty response';
+            return $r;
+        }
+        my ($line, @lines) = split /\r\n/, substr($rest, 0, $end);
+        $rest = substr $rest, $end + 4;
+
+        if ($line !~ m{^HTTP/\d\.\d (\d{3})}) {
+            $r->{error} = "bad status line: $line";
+            return $r;
+        }
+        $r->{status} = $1;
+        $r->{headers} = {};
+        for (@lines) {
+            my ($name, $value) = /^([^:]+):\s*(.*?)\s*$/ or next;
+            $name = lc $name;
+            $r->{headers}{$name} = exists $r->{headers}{$name}
+                                 ? "$r->{headers}{$name}, $value" : $value;
+        }
+        last unless $r->{status} =~ /^1/ && $r->{status} != 101;
+    }
+
+    my $h = $r->{headers};
+
+    if ($method eq 'HEAD' || $r->{status} =~ /^(?:1|204|304)/) {
+        $rest = '';
+    } elsif (($h->{'transfer-encoding'} // '') =~ /chunked/i) {
+        my $body = '';
+        while (1) {
+            if ($rest !~ s/^([0-9a-fA-F]+)[^\r\n]*\r\n//) {
+                $r->{error} = 'bad or incomplete chunked body';
+                last;
+            }
+            my $size = hex $1;
+            if ($size == 0) {
+                $rest =~ s/^(?:[^\r\n]+\r\n)*\r\n//;    # trailer
+                last;
+            }
+            if (length $rest < $size + 2) {
+                $r->{error} = 'incomplete chunked body';
+                $body .= $rest;
+                last;
+            }
+            $body .= substr $rest, 0, $size;
+            substr $rest, 0, $size + 2, '';
+        }
+        $rest = $body;
+    } elsif (defined $h->{'content-length'}) {
+        my $len = $h->{'content-length'};
+        if (length $rest < $len) {
+            $r->{error} = 'short body';
+        } else {
+            $rest = substr $rest, 0, $len;
+        }
+    }
+
+    $r->{body} = $rest;
+    $r->{json} = eval { $JSON->decode($rest) } if $rest =~ /^\s*[\[{]/;
+
+    return $r;
+}
+
+###########################################################################
+# checks and cleanup
+
+sub _log_problems {
+    my $self = shift;
+    my @p = @{$self->{problems} // []};
+
+    my $allow_emerg = $self->{allow}{emerg}
+                      || ($self->{tested_conf} && !$self->{ran});
+
+    for my $line (split /\n/, $self->error_log) {
+        push @p, $line
+            if $line =~ /\[alert\]/
+            || ($line =~ /\[emerg\]/ && !$allow_emerg)
+            || ($line =~ /\[crit\]/ && !$self->{allow}{crit})
+            || $line =~ /open socket #\d+ left/
+            || $line =~ /exited on signal/;
+    }
+
+    return @p;
+}
+
+# Stop nginx, check its error log (one Test::More test, so call it before
+# done_testing), stop PostgreSQL and remove the directory.
+sub done {
+    my $self = shift;
+    return if $self->{done}++;
+    $self->_check('nginx error log: no alert, emerg, crit, crash or leak');
+    $self->_cleanup;
+}
+
+sub _check {
+    my ($self, $name) = @_;
+
+    $self->stop;
+
+    my @p = $self->_log_problems;
+    return unless @p || -e "$self->{dir}/error.log";
+
+    Test::More::ok(!@p, $name) and return;
+    Test::More::diag("  $_") for @p;
+    Test::More::diag("error log tail ($self->{dir}/error.log):\n"
+                     . _tail($self->error_log));
+}
+
+sub _cleanup {
+    my $self = shift;
+    return if $self->{cleaned}++;
+
+    $self->stop;
+    eval { $self->pg_stop; 1 } or Test::More::diag("pg_stop: $@");
+
+    unlink @{$self->{ports}};
+
+    if ($ENV{TEST_CORELOG_KEEP}) {
+        Test::More::diag("kept $self->{dir}");
+    } else {
+        remove_tree($self->{dir});
+        remove_tree($self->{pg_sockdir}) if $self->{pg_sockdir};
+    }
+
+    delete $LIVE{refaddr $self};
+}
+
+# Forgotten $t->done, a test that died, Ctrl-C: check and clean up anyway.
+sub _finish {
+    my $self = shift;
+    return if $self->{cleaned} || $self->{owner_pid} != $$;
+    $self->{done}++ or
+        $self->_check('nginx error log (checked at exit): no alert, emerg, '
+                      . 'crit, crash or leak');
+    $self->_cleanup;
+}
+
+sub DESTROY {
+    local ($@, $!, $?);
+    eval { $_[0]->_finish };
+}
+
+END {
+    local $?;
+    for my $t (grep { defined } values %LIVE) {
+        eval { $t->_finish; 1 } or print STDERR "# cleanup: $@";
+    }
+}
+
+###########################################################################
+# small helpers
+
+sub _run {
+    my ($self, $cmd) = @_;
+
+    my $out = "$self->{dir}/.cmd-$$.out";
+    my $pid = fork // die "fork: $!\n";
+    if ($pid == 0) {
+        open STDIN, '<', '/dev/null';
+        open STDOUT, '>', $out or POSIX::_exit(126);
+        open STDERR, '>&', \*STDOUT;
+        { no warnings q(exec); exec { $cmd->[0] } @$cmd; }
+        print STDERR "exec $cmd->[0]: $!\n";
+        POSIX::_exit(127);
+    }
+    waitpid $pid, 0;
+    my $rc = $? & 127 ? 128 + ($? & 127) : $? >> 8;
+    my $text = _slurp($out) // '';
+    unlink $out;
+    return ($rc, $text);
+}
+
+sub _slurp {
+    my $file = shift;
+    open my $fh, '<:raw', $file or return undef;
+    local $/;
+    my $text = <$fh>;
+    return $text // '';
+}
+
+sub _write {
+    my ($file, $text) = @_;
+    open my $fh, '>', $file or die "$file: $!\n";
+    print $fh $text;
+    close $fh or die "$file: $!\n";
+}
+
+sub _append {
+    my ($file, $text) = @_;
+    open my $fh, '>>', $file or die "$file: $!\n";
+    print $fh $text;
+    close $fh or die "$file: $!\n";
+}
+
+sub _tail {
+    my ($text, $n) = (@_, 30);
+    my @l = split /\n/, $text // '';
+    splice @l, 0, @l - $n if @l > $n;
+    return join '', map { "  $_\n" } @l;
+}
+
+1;
