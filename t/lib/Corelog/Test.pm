@@ -555,10 +555,11 @@ sub worker_pids {
     return $self->{nginx_pid} ? _children($self->{nginx_pid}) : ();
 }
 
-# SIGHUP; returns true once new worker processes are up, false if the
-# reload failed (an [emerg] after the HUP) or no new worker came within 5 s.
+# SIGHUP; returns true once new worker processes are up (and, unless
+# wait_old => 0, the old ones have exited: at most 5 s more), false if the
+# reload failed (an [emerg] after the HUP) or no new worker came in 5 s.
 sub reload {
-    my $self = shift;
+    my ($self, %o) = @_;
     my $pid = $self->{nginx_pid} or die "reload: nginx is not running\n";
 
     my %old = map { $_ => 1 } _children($pid);
@@ -567,15 +568,22 @@ sub reload {
     kill 'HUP', $pid or die "reload: kill HUP $pid: $!\n";
 
     my $deadline = time + 5;
-    while (time < $deadline) {
-        if (grep { !$old{$_} } _children($pid)) {
-            sleep 0.1;    # let the new workers initialise
-            return 1;
-        }
-        return 0 if substr($self->error_log, $offset) =~ /\[emerg\]/;
+    until (grep { !$old{$_} } _children($pid)) {
+        return 0 if time > $deadline
+                 || substr($self->error_log, $offset) =~ /\[emerg\]/;
         sleep 0.02;
     }
-    return 0;
+
+    if ($o{wait_old} // 1) {
+        $deadline = time + 5;
+        while (grep { $old{$_} } _children($pid)) {
+            last if time > $deadline;
+            sleep 0.02;
+        }
+    }
+
+    sleep 0.1;    # let the new workers initialise
+    return 1;
 }
 
 # SIGQUIT (graceful); TERM and then KILL if nginx has not exited in 10 s.

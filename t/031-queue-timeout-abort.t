@@ -1,0 +1,213 @@
+#!/usr/bin/perl
+
+# The write path under stress: a statement past corelog_query_timeout
+# (504, connection reset), a full queue (503 + Retry-After), a queue wait
+# past the timeout, and clients that close their connection mid-insert or
+# mid-auth (the write finishes on its own; nothing crashes or leaks).
+
+use strict;
+use warnings;
+
+use Test::More;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use JSON::PP;
+use Time::HiRes qw(sleep time);
+use Corelog::Test;
+
+my $t = Corelog::Test->new;
+
+$t->write_conf(<<'EOF2');
+    corelog_connections 1;
+    corelog_queue_max 2;
+    corelog_query_timeout 1500ms;
+
+    server {
+        listen 127.0.0.1:%%PORT%%;
+
+        location ~ ^/core-log/(?<ts>[^/]*)$ {
+            corelog_auth_request /_auth;
+            corelog_api core_log $ts;
+        }
+
+        location = /_auth {
+            internal;
+            corelog_token_check bearer;
+        }
+    }
+EOF2
+$t->run;
+
+my $acc = $t->make_account('acme');
+my $tok = $t->make_token($acc);
+my $s = $t->seed_corelog($acc);
+my $ts = $s->{traffic_source_id};
+
+sub req {
+    my ($rq, $rs) = $t->make_request_response($ts);
+    return (POST => "/core-log/$ts",
+        headers => { Authorization => "Bearer $tok",
+                     'Content-Type' => 'application/json' },
+        body => encode_json({ status => 200, method => 'GET',
+                              elapsedTime => 1,
+                              corePathnameId => $s->{core_pathname_id},
+                              requestId => $rq, responseId => $rs }),
+        request_id => $rq);
+}
+
+sub lock_table {
+    my ($table) = @_;
+    my $dbh = DBI->connect($t->_dsn('corelog'), 'postgres', '',
+                           { AutoCommit => 0, RaiseError => 1 });
+    $dbh->do("LOCK TABLE $table IN ACCESS EXCLUSIVE MODE");
+    return $dbh;
+}
+
+sub waiting {
+    my ($n) = $t->dbh->selectrow_array(q{
+        SELECT count(*) FROM pg_stat_activity
+         WHERE application_name = 'nginx-corelog'
+           AND wait_event_type = 'Lock'});
+    return $n;
+}
+
+sub wait_for_waiting {
+    for (1 .. 50) { return 1 if waiting(); sleep 0.05 }
+    return 0;
+}
+
+sub stored {
+    my ($rq) = @_;
+    my ($n) = $t->dbh->selectrow_array(
+        'SELECT count(*) FROM corelog.core_logs WHERE request_id = $1',
+        undef, $rq);
+    return $n;
+}
+
+# warm the token cache: the auth subrequest then needs no query
+is($t->http(req())->{status}, 201, 'warm-up: 201');
+
+subtest 'a statement past the timeout: 504, connection reset' => sub {
+    my $lock = lock_table('corelog.core_log_claims');
+    my $start = time;
+    my $r = $t->http(req());
+    is($r->{status}, 504, 'status 504');
+    is($r->{json}{name}, 'GatewayTimeout', 'JSON error');
+    cmp_ok(time - $start, '<', 5, 'answered at the timeout, not later');
+    $lock->rollback;
+    $lock->disconnect;
+
+    like($t->error_log, qr/corelog: statement timed out after 1500 ms/,
+         'logged');
+
+    my $ok;
+    for (1 .. 50) {
+        $ok = $t->http(req())->{status} == 201 and last;
+        sleep 0.1;
+    }
+    ok($ok, 'the pool reconnects and writes again');
+};
+
+subtest 'queue full: 503 with Retry-After' => sub {
+    my $lock = lock_table('corelog.core_log_claims');
+
+    # one statement in flight, two queued
+    my @socks;
+    my @rq;
+    for my $i (1 .. 3) {
+        my @r = req();
+        push @rq, { @r[2 .. $#r] }->{request_id};
+        push @socks, $t->http_start(@r);
+        ok(wait_for_waiting(), 'the first one waits for the lock') if $i == 1;
+    }
+    sleep 0.2;
+
+    my $r = $t->http(req());
+    is($r->{status}, 503, 'the fourth: 503');
+    is($r->{json}{name}, 'ServiceUnavailable', 'JSON error');
+    like($r->{json}{message}, qr/pending/, 'says why');
+    is($r->{headers}{'retry-after'}, '1', 'Retry-After: 1');
+
+    $lock->rollback;
+    $lock->disconnect;
+
+    my @st = map { $t->http_finish($_)->{status} } @socks;
+    is_deeply(\@st, [201, 201, 201], 'the three accepted ones: 201');
+    is(stored($_), 1, 'stored') for @rq;
+};
+
+subtest 'a queued write past the timeout: 503, never written' => sub {
+    my $lock = lock_table('corelog.core_log_claims');
+
+    my @a = req();
+    my $first = $t->http_start(@a);
+    ok(wait_for_waiting(), 'the first one holds the only connection');
+
+    my @b = req();
+    my $rq = { @b[2 .. $#b] }->{request_id};
+    my $r = $t->http(@b);
+    is($r->{status}, 503, 'the queued one: 503 after the wait');
+
+    $lock->rollback;
+    $lock->disconnect;
+    is($t->http_finish($first)->{status}, 504, 'the first one: 504');
+    sleep 0.5;
+    is(stored($rq), 0, 'the queued one was never written');
+};
+
+subtest 'client closes while its insert is in flight' => sub {
+    my $ok;
+    for (1 .. 50) {
+        $ok = $t->http(req())->{status} == 201 and last;
+        sleep 0.1;
+    }
+    ok($ok, 'pool up');
+
+    my $lock = lock_table('corelog.core_log_claims');
+    my @r = req();
+    my $rq = { @r[2 .. $#r] }->{request_id};
+    my $sock = $t->http_start(@r);
+    ok(wait_for_waiting(), 'the insert waits');
+    close $sock;
+    sleep 0.2;
+    $lock->commit;
+    $lock->disconnect;
+    sleep 0.3;
+
+    is(stored($rq), 1, 'the insert finished on its own');
+    is($t->http(req())->{status}, 201, 'nginx still serves');
+};
+
+subtest 'client closes while the auth lookup is in flight' => sub {
+    my $fresh = $t->make_token($acc);
+    my $lock = lock_table('corelog.tokens');
+    my @r = req();
+    $r[3]{Authorization} = "Bearer $fresh";
+    my $sock = $t->http_start(@r);
+    ok(wait_for_waiting(), 'the token lookup waits');
+    close $sock;
+    sleep 0.2;
+    $lock->rollback;
+    $lock->disconnect;
+    sleep 0.3;
+
+    is($t->http(req())->{status}, 201, 'nginx still serves');
+};
+
+subtest 'many clients closing mid-insert' => sub {
+    my $lock = lock_table('corelog.core_log_claims');
+    my @socks = map { $t->http_start(req()) } 1 .. 2;
+    sleep 0.3;
+    close $_ for @socks;
+    $lock->rollback;
+    $lock->disconnect;
+    sleep 0.5;
+    is($t->http(req())->{status}, 201, 'nginx still serves');
+};
+
+$t->stop;
+unlike($t->error_log, qr/\[alert\]|open socket|exited on signal/,
+       'no alert, no socket left, no crash at shutdown');
+
+$t->done;
+done_testing;
