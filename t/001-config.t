@@ -1,0 +1,142 @@
+#!/usr/bin/perl
+
+# `nginx -t` accepts the shipped configuration and rejects every bad
+# directive with a clear "corelog" message or nginx's own.
+
+use strict;
+use warnings;
+
+use Test::More;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use Corelog::Test;
+
+my $t = Corelog::Test->new(pg => 0);
+
+my $route = <<'EOF2';
+    server {
+        listen 127.0.0.1:%%PORT%%;
+        location ~ ^/core-log/(?<ts>[^/]*)$ {
+            corelog_auth_request /_auth;
+            corelog_api core_log $ts;
+        }
+        location = /_auth {
+            internal;
+            corelog_token_check bearer;
+        }
+    }
+EOF2
+
+my $pg = 'corelog_postgres "host=127.0.0.1 port=5432 dbname=corelog";';
+
+subtest 'the shipped configuration passes nginx -t' => sub {
+    $t->write_shipped_conf(conninfo => 'host=127.0.0.1 dbname=corelog');
+    my ($rc, $out) = $t->nginx_test_conf;
+    is($rc, 0, 'exit 0') or diag $out;
+};
+
+subtest 'every directive with a value passes' => sub {
+    $t->write_conf(<<"EOF2" . $route, no_postgres => 1);
+    $pg
+    corelog_connections 8;
+    corelog_queue_max 100;
+    corelog_batch_max 50;
+    corelog_query_timeout 2s;
+    corelog_connect_timeout 500ms;
+    corelog_token_cache 10 1m;
+EOF2
+    my ($rc, $out) = $t->nginx_test_conf;
+    is($rc, 0, 'exit 0') or diag $out;
+};
+
+subtest 'a host name is resolved at configuration time' => sub {
+    $t->write_conf('corelog_postgres "host=localhost dbname=corelog";'
+                   . $route, no_postgres => 1);
+    my ($rc, $out) = $t->nginx_test_conf;
+    is($rc, 0, 'exit 0') or diag $out;
+};
+
+# [name, http text, expected output]
+my @bad = (
+    ['conninfo that libpq rejects',
+        'corelog_postgres "nosuchkey=1";' . $route,
+        qr/corelog: invalid PostgreSQL conninfo: .*nosuchkey/],
+    ['conninfo with an unbalanced quote',
+        q{corelog_postgres "host='x";} . $route,
+        qr/corelog: invalid PostgreSQL conninfo/],
+    ['empty conninfo', 'corelog_postgres "";' . $route,
+        qr/corelog: empty conninfo/],
+    ['a host name that does not resolve',
+        'corelog_postgres "host=no-such-host.invalid";' . $route,
+        qr/corelog: host "no-such-host.invalid" in conninfo not found/],
+    ['corelog_postgres twice', "$pg\n$pg" . $route,
+        qr/"corelog_postgres" directive is duplicate/],
+    ['corelog_postgres in a location',
+        "server { listen 127.0.0.1:%%PORT%%; location / { $pg } }",
+        qr/"corelog_postgres" directive is not allowed here/],
+    ['corelog_connections 0', "$pg corelog_connections 0;" . $route,
+        qr/value must be between 1 and \d+/],
+    ['corelog_connections not a number',
+        "$pg corelog_connections many;" . $route, qr/invalid number/],
+    ['corelog_queue_max 0', "$pg corelog_queue_max 0;" . $route,
+        qr/value must be between 1 and \d+/],
+    ['corelog_batch_max too large', "$pg corelog_batch_max 100000;" . $route,
+        qr/value must be between 1 and 1000/],
+    ['corelog_query_timeout not a time',
+        "$pg corelog_query_timeout soon;" . $route, qr/invalid value/],
+    ['corelog_token_cache 0', "$pg corelog_token_cache 0;" . $route,
+        qr/corelog: invalid token cache size/],
+    ['corelog_token_cache bad time', "$pg corelog_token_cache 10 x;" . $route,
+        qr/corelog: invalid token cache time/],
+    ['corelog_api of an unknown route',
+        "$pg server { listen 127.0.0.1:%%PORT%%; location / {"
+        . " corelog_auth_request /a; corelog_api nope; } }",
+        qr/corelog: unknown API "nope"/],
+    ['corelog_api core_log without its argument',
+        "$pg server { listen 127.0.0.1:%%PORT%%; location / {"
+        . " corelog_auth_request /a; corelog_api core_log; } }",
+        qr/takes 1 argument/],
+    ['corelog_api without corelog_auth_request',
+        "$pg server { listen 127.0.0.1:%%PORT%%; location / {"
+        . ' corelog_api core_log $uri; } }',
+        qr/needs "corelog_auth_request"/],
+    ['corelog_api without corelog_postgres',
+        "server { listen 127.0.0.1:%%PORT%%; location / {"
+        . ' corelog_auth_request /a; corelog_api core_log $uri; } }',
+        qr/needs "corelog_postgres"/],
+    ['corelog_token_check without corelog_postgres',
+        "server { listen 127.0.0.1:%%PORT%%; location / {"
+        . ' corelog_token_check bearer; } }',
+        qr/needs "corelog_postgres"/],
+    ['corelog_token_check of an unknown kind',
+        "$pg server { listen 127.0.0.1:%%PORT%%; location / {"
+        . ' corelog_token_check basic; } }',
+        qr/corelog: invalid value "basic"/],
+    ['corelog_auth_request with a relative URI',
+        "$pg server { listen 127.0.0.1:%%PORT%%; location / {"
+        . ' corelog_auth_request auth; corelog_api core_log $uri; } }',
+        qr/takes a URI starting with "\/"/],
+    ['two content handlers in a location',
+        "$pg server { listen 127.0.0.1:%%PORT%%; location / {"
+        . ' corelog_auth_request /a; corelog_api core_log $uri;'
+        . ' corelog_token_check bearer; } }',
+        qr/corelog: a location takes one of/],
+    ['corelog_error of an unknown route',
+        "$pg server { listen 127.0.0.1:%%PORT%%; location / {"
+        . ' corelog_error nope; } }',
+        qr/corelog: unknown API "nope"/],
+);
+
+for my $case (@bad) {
+    my ($name, $http, $re) = @$case;
+    subtest $name => sub {
+        $t->write_conf($http, no_postgres => 1);
+        my ($rc, $out) = $t->nginx_test_conf;
+        isnt($rc, 0, 'nginx -t fails');
+        like($out, qr/\[emerg\]/, 'an [emerg] line');
+        like($out, $re, 'says what is wrong') or diag $out;
+    };
+}
+
+$t->done;
+done_testing;
