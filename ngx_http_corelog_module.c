@@ -204,7 +204,7 @@ ngx_http_corelog_init_main_conf(ngx_conf_t *cf, void *conf)
 
     ngx_conf_init_uint_value(cmcf->connections, 4);
     ngx_conf_init_uint_value(cmcf->queue_max, 1024);
-    ngx_conf_init_uint_value(cmcf->batch_max, 1);
+    ngx_conf_init_uint_value(cmcf->batch_max, 100);
     ngx_conf_init_msec_value(cmcf->query_timeout, 5000);
     ngx_conf_init_msec_value(cmcf->connect_timeout, 5000);
     ngx_conf_init_uint_value(cmcf->token_cache_size, 1024);
