@@ -40,7 +40,7 @@ if [ "$(id -u)" -eq 0 ]; then
     as_pg=(runuser -u postgres --)
 fi
 pg_ctl() { "${as_pg[@]}" "$pgbin/pg_ctl" -D "$pgdata" "$@"; }
-sql() { "$psql" -X -q -v ON_ERROR_STOP=1 -d "$conninfo" "$@"; }
+sql() { PGOPTIONS='-c client_min_messages=warning' "$psql" -X -q -v ON_ERROR_STOP=1 -d "$conninfo" "$@"; }
 
 # True if nothing listens on 127.0.0.1:$1.
 port_free() {
@@ -90,12 +90,13 @@ cat >"$pgdata/corelog-run.conf" <<EOF
 # written by scripts/run.sh
 listen_addresses = '127.0.0.1'
 port = $PGPORT
-unix_socket_directories = '$run'
+unix_socket_directories = '$run/socket'
 shared_preload_libraries = 'pg_stat_statements'
 EOF
 touch "$pglog"
+mkdir -p "$run/socket"
 if [ ${#as_pg[@]} -gt 0 ]; then
-    chown postgres: "$pgdata/corelog-run.conf" "$pglog"
+    chown postgres: "$pgdata/corelog-run.conf" "$pglog" "$run/socket"
 fi
 
 nginx_pid=
@@ -129,7 +130,7 @@ if [ -z "$("$psql" -X -tA -d "$admin_conninfo" \
         -c "SELECT 1 FROM pg_database WHERE datname = 'corelog'")" ]; then
     "$psql" -X -q -d "$admin_conninfo" -c 'CREATE DATABASE corelog'
 fi
-sql -f "$top/conf/schema.sql"
+sql -f "$top/conf/schema.sql" >/dev/null
 
 # The demo account, traffic source and core pathname are created once; each
 # run adds a new request and response (each can have only one core log) and

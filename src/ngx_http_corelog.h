@@ -238,6 +238,7 @@ void ngx_http_corelog_batch_done(ngx_http_corelog_pg_conn_t *pc,
 void ngx_http_corelog_batch_fail_queued(ngx_int_t rc);
 ngx_int_t ngx_http_corelog_batch_init_process(ngx_cycle_t *cycle,
     ngx_http_corelog_main_conf_t *cmcf);
+void ngx_http_corelog_batch_exit_process(ngx_cycle_t *cycle);
 
 /* ngx_http_corelog_json.c */
 ngx_int_t ngx_http_corelog_json_parse(ngx_http_request_t *r, json_t **root,

@@ -245,7 +245,7 @@ ngx_http_corelog_core_log_prepare(ngx_http_request_t *r,
                                      "milliseconds from 0 to 86400000");
 
     } else {
-        cl->elapsed = json_number_value(v);
+        cl->elapsed = json_number_value(v) + 0.0;     /* no -0 */
     }
 
     /* trafficUserId: optional */

@@ -46,6 +46,25 @@ ngx_http_corelog_batch_init_process(ngx_cycle_t *cycle,
 }
 
 
+void
+ngx_http_corelog_batch_exit_process(ngx_cycle_t *cycle)
+{
+    if (ngx_http_corelog_batch_buf) {
+        ngx_free(ngx_http_corelog_batch_buf);
+        ngx_http_corelog_batch_buf = NULL;
+        ngx_http_corelog_batch_size = 0;
+    }
+
+    if (ngx_http_corelog_batch_values) {
+        ngx_free(ngx_http_corelog_batch_values);
+        ngx_http_corelog_batch_values = NULL;
+        ngx_http_corelog_batch_nvalues = 0;
+    }
+
+    ngx_http_corelog_batch_conf = NULL;
+}
+
+
 ngx_http_corelog_op_t *
 ngx_http_corelog_batch_op(ngx_http_request_t *r, ngx_http_corelog_stmt_t *stmt)
 {

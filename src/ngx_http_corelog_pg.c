@@ -333,6 +333,8 @@ ngx_http_corelog_pg_exit_process(ngx_cycle_t *cycle)
 
     ngx_http_corelog_pg_nconns = 0;
     ngx_http_corelog_pg_conf = NULL;
+
+    ngx_http_corelog_batch_exit_process(cycle);
 }
 
 

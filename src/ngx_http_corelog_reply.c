@@ -221,12 +221,16 @@ ngx_http_corelog_reply_error(ngx_http_request_t *r,
 
     case NGX_HTTP_SERVICE_UNAVAILABLE:
     case NGX_HTTP_TOO_MANY_REQUESTS:
-        value = (ctx && ctx->auth.retry_after.len) ? ctx->auth.retry_after
-                                                    : one;
 
-        if (err->status == NGX_HTTP_TOO_MANY_REQUESTS
-            && !(ctx && ctx->auth.retry_after.len))
-        {
+        /* the auth service's Retry-After, else 1 s on our own 503 */
+
+        if (ctx && ctx->auth.retry_after.len) {
+            value = ctx->auth.retry_after;
+
+        } else if (err->status == NGX_HTTP_SERVICE_UNAVAILABLE) {
+            value = one;
+
+        } else {
             break;
         }
 
