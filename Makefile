@@ -57,7 +57,11 @@ clean:
 	rm -rf objs t/tmp
 
 distclean: clean
-	@[ -f .run/nginx.pid ] && kill -QUIT "$$(cat .run/nginx.pid)" 2>/dev/null; true
-	@[ -f .run/pgdata/postmaster.pid ] && \
-	    kill -INT "$$(head -1 .run/pgdata/postmaster.pid)" 2>/dev/null; true
+	@stopped=; \
+	[ -f .run/nginx.pid ] && kill -QUIT "$$(cat .run/nginx.pid)" 2>/dev/null \
+	    && stopped=1; \
+	[ -f .run/pgdata/postmaster.pid ] && \
+	    kill -INT "$$(head -1 .run/pgdata/postmaster.pid)" 2>/dev/null \
+	    && stopped=1; \
+	if [ -n "$$stopped" ]; then sleep 2; fi
 	rm -rf .run

@@ -210,6 +210,13 @@ ngx_http_corelog_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_uint_value(cmcf->token_cache_size, 1024);
     ngx_conf_init_msec_value(cmcf->token_cache_ttl, 30000);
 
+    if (cmcf->query_timeout == 0 || cmcf->connect_timeout == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "corelog: \"corelog_query_timeout\" and "
+                           "\"corelog_connect_timeout\" must be more than 0");
+        return NGX_CONF_ERROR;
+    }
+
     return NGX_CONF_OK;
 }
 

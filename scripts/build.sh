@@ -10,7 +10,9 @@ stamp=$objs/.configured
 
 cd "$src"
 
-if [ ! -f "$stamp" ] || [ "$top/config" -nt "$stamp" ]; then
+# configure again when config changed or another nginx tree is named
+if [ ! -f "$stamp" ] || [ "$top/config" -nt "$stamp" ] \
+   || [ "$(cat "$stamp")" != "$src" ]; then
     rm -rf "$objs"
     mkdir -p "$objs"
     if [ -f ./conf_flags ]; then
@@ -25,7 +27,7 @@ if [ ! -f "$stamp" ] || [ "$top/config" -nt "$stamp" ]; then
         --add-dynamic-module="$top" --builddir="$objs" \
         > "$objs/configure.log" 2>&1 || {
             cat "$objs/configure.log"; exit 1; }
-    touch "$stamp"
+    echo "$src" > "$stamp"
 fi
 
 make -s -f "$objs/Makefile" -C "$src" modules

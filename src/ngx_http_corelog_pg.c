@@ -19,7 +19,11 @@
 #define NGX_HTTP_CORELOG_PG_BACKOFF_MIN  100
 #define NGX_HTTP_CORELOG_PG_BACKOFF_MAX  1000
 
-/* a failed connection attempt is an error once per outage, then info */
+/*
+ * A connection attempt that fails is an error the first time, and info
+ * while it keeps failing; "PostgreSQL is unavailable" and "available
+ * again" are logged once per outage of the whole pool.
+ */
 #define NGX_HTTP_CORELOG_PG_LEVEL(pc)                                        \
     ((pc)->failures ? NGX_LOG_INFO : NGX_LOG_ERR)
 
@@ -277,6 +281,14 @@ ngx_http_corelog_pg_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
+    /* not in the cache manager and loader: only workers serve requests */
+
+    if (ngx_process != NGX_PROCESS_WORKER
+        && ngx_process != NGX_PROCESS_SINGLE)
+    {
+        return NGX_OK;
+    }
+
     ngx_http_corelog_pg_conns = ngx_pcalloc(cycle->pool,
                              cmcf->connections * sizeof(ngx_http_corelog_pg_conn_t));
     if (ngx_http_corelog_pg_conns == NULL) {
@@ -399,7 +411,7 @@ ngx_http_corelog_pg_connect(ngx_http_corelog_pg_conn_t *pc)
     if (pc->conn == NULL) {
         ngx_log_error(NGX_LOG_CRIT, &pc->log, 0,
                       "corelog: PQconnectStartParams() failed: out of memory");
-        ngx_http_corelog_pg_retry(pc);
+        ngx_http_corelog_pg_lost(pc, NGX_HTTP_SERVICE_UNAVAILABLE);
         return;
     }
 
@@ -407,8 +419,7 @@ ngx_http_corelog_pg_connect(ngx_http_corelog_pg_conn_t *pc)
         msg = ngx_http_corelog_pg_message(PQerrorMessage(pc->conn));
         ngx_log_error(NGX_HTTP_CORELOG_PG_LEVEL(pc), &pc->log, 0,
                       "corelog: could not connect to PostgreSQL: %V", &msg);
-        ngx_http_corelog_pg_close(pc);
-        ngx_http_corelog_pg_retry(pc);
+        ngx_http_corelog_pg_lost(pc, NGX_HTTP_SERVICE_UNAVAILABLE);
         return;
     }
 
@@ -417,8 +428,7 @@ ngx_http_corelog_pg_connect(ngx_http_corelog_pg_conn_t *pc)
     if (PQsetnonblocking(pc->conn, 1) == -1) {
         ngx_log_error(NGX_LOG_CRIT, &pc->log, 0,
                       "corelog: PQsetnonblocking() failed");
-        ngx_http_corelog_pg_close(pc);
-        ngx_http_corelog_pg_retry(pc);
+        ngx_http_corelog_pg_lost(pc, NGX_HTTP_SERVICE_UNAVAILABLE);
         return;
     }
 
@@ -428,8 +438,7 @@ ngx_http_corelog_pg_connect(ngx_http_corelog_pg_conn_t *pc)
     if (ngx_http_corelog_pg_wrap(pc) != NGX_OK
         || ngx_http_corelog_pg_events(pc, 0, 1) != NGX_OK)
     {
-        ngx_http_corelog_pg_close(pc);
-        ngx_http_corelog_pg_retry(pc);
+        ngx_http_corelog_pg_lost(pc, NGX_HTTP_SERVICE_UNAVAILABLE);
         return;
     }
 

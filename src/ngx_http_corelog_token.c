@@ -285,8 +285,18 @@ ngx_http_corelog_token_looked_up(ngx_http_corelog_op_t *op, ngx_int_t rc,
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "corelog: token lookup failed with status %i", rc);
 
-        rc = ngx_http_corelog_token_answer(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                           NULL, NULL);
+        /* unavailable or slow: 503; anything else (no schema...): 500 */
+
+        if (rc == NGX_HTTP_SERVICE_UNAVAILABLE
+            || rc == NGX_HTTP_GATEWAY_TIME_OUT)
+        {
+            rc = ngx_http_corelog_token_answer(r,
+                                               NGX_HTTP_SERVICE_UNAVAILABLE,
+                                               NULL, NULL);
+        } else {
+            rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
         ngx_http_corelog_finalize(r, rc);
         return;
     }

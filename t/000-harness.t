@@ -60,6 +60,11 @@ $t->write_conf(<<'EOF', no_module => 1, no_postgres => 1);
         location / { return 200 "ok"; }
         location = /json { return 200 '{"a":[1,2]}'; }
         location = /dir { return 200 "%%DIR%%"; }
+        location = /chunked {
+            sub_filter_types *;
+            sub_filter "ok" "chunked ok";    # drops Content-Length
+            return 200 "ok";
+        }
         location = /echo { return 200 "$http_content_length $content_type"; }
     }
     server {
@@ -89,6 +94,19 @@ is($r->{body}, '7 application/json', 'json => : Content-Length, -Type');
 $r = $t->http(PUT => '/echo', body => 'abc',
               headers => [ 'Content-Type' => 'text/plain' ]);
 is($r->{body}, '3 text/plain', 'body => and headers as a list');
+
+$r = $t->http(GET => '/chunked');
+is($r->{headers}{'transfer-encoding'}, 'chunked', 'chunked response');
+is($r->{body}, 'chunked ok', 'chunked body decoded');
+
+my $t0 = time;
+$r = $t->http(GET => '/', headers => { Connection => 'keep-alive' });
+ok($r->{status} == 200 && !$r->{error} && time - $t0 < 5,
+   'keep-alive: no wait for the close');
+
+$r = $t->http(GET => '/', port => 1);
+is($r->{status}, 0, 'connection refused: status 0');
+ok($r->{error}, 'connection refused: error');
 
 $r = $t->http(GET => '/', raw => "GET / HTTP/1.0\r\n\r\n");
 is($r->{status}, 200, 'raw request');

@@ -84,6 +84,8 @@ my @bad = (
         qr/value must be between 1 and 1000/],
     ['corelog_query_timeout not a time',
         "$pg corelog_query_timeout soon;" . $route, qr/invalid value/],
+    ['corelog_query_timeout 0', "$pg corelog_query_timeout 0;" . $route,
+        qr/must be more than 0/],
     ['corelog_token_cache 0', "$pg corelog_token_cache 0;" . $route,
         qr/corelog: invalid token cache size/],
     ['corelog_token_cache bad time', "$pg corelog_token_cache 10 x;" . $route,

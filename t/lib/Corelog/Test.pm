@@ -736,6 +736,7 @@ sub http_finish {
         my $n = sysread $s, $raw, 65536, length $raw;
         next if !defined $n && $! == EINTR;
         last unless $n;    # EOF (Connection: close) or error (reset)
+        last if _complete($raw, $method);    # e.g. keep-alive
     }
 
     close $s;
@@ -799,7 +800,7 @@ sub http_many {
             my $n = sysread $s, $c->{in}, 65536, length $c->{in};
             next if !defined $n
                     && ($! == EAGAIN || $! == EWOULDBLOCK || $! == EINTR);
-            next if $n;
+            next if $n && !_complete($c->{in}, $c->{method});
             # EOF or error: this response is complete
             $rsel->remove($s);
             $wsel->remove($s);
@@ -817,6 +818,19 @@ sub http_many {
     }
 
     return \@res;
+}
+
+# Whether $raw holds a whole response that says where it ends (so there is
+# no need to wait for the server to close a keep-alive connection).
+sub _complete {
+    my ($raw, $method) = @_;
+    return 0 if index($raw, "\r\n\r\n") < 0;
+    my $r = _parse_response($raw, $method);
+    return 0 if $r->{error};
+    my $h = $r->{headers};
+    return $method eq 'HEAD' || $r->{status} =~ /^(?:1|204|304)/
+        || defined $h->{'content-length'}
+        || ($h->{'transfer-encoding'} // '') =~ /chunked/i;
 }
 
 # { status, headers => { lowercased name => value }, body, json, raw,
