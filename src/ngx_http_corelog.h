@@ -276,6 +276,8 @@ void ngx_http_corelog_uuid_v7(u_char *out);
 void ngx_http_corelog_time_rfc3339(u_char *out, time_t sec, ngx_msec_t msec);
 ngx_int_t ngx_http_corelog_utf8_length(ngx_str_t *s);
 ngx_int_t ngx_http_corelog_random(u_char *buf, size_t len);
+ngx_str_t *ngx_http_corelog_header_find(ngx_list_t *headers,
+    const char *name);
 
 
 #endif /* _NGX_HTTP_CORELOG_H_INCLUDED_ */

@@ -18,8 +18,6 @@ static ngx_int_t ngx_http_corelog_auth_done(ngx_http_request_t *sr,
     void *data, ngx_int_t rc);
 static ngx_int_t ngx_http_corelog_auth_headers(ngx_http_request_t *r,
     ngx_http_request_t *sr);
-static ngx_str_t *ngx_http_corelog_auth_find(ngx_list_t *headers,
-    const char *name);
 static ngx_int_t ngx_http_corelog_auth_name(ngx_str_t *s);
 
 
@@ -203,66 +201,31 @@ ngx_http_corelog_auth_done(ngx_http_request_t *sr, void *data, ngx_int_t rc)
 
     headers = &sr->headers_out.headers;
 
-    if (ngx_http_corelog_auth_find(headers, "X-Corelog-Account") == NULL
+    if (ngx_http_corelog_header_find(headers, "X-Corelog-Account") == NULL
         && sr->upstream)
     {
         headers = &sr->upstream->headers_in.headers;
     }
 
-    v = ngx_http_corelog_auth_find(headers, "X-Corelog-Account");
+    v = ngx_http_corelog_header_find(headers, "X-Corelog-Account");
     a->account = v ? *v : (ngx_str_t) ngx_null_string;
 
-    v = ngx_http_corelog_auth_find(headers, "X-Corelog-Domain");
+    v = ngx_http_corelog_header_find(headers, "X-Corelog-Domain");
     a->domain = v ? *v : (ngx_str_t) ngx_null_string;
 
-    v = ngx_http_corelog_auth_find(headers, "X-Corelog-Project");
+    v = ngx_http_corelog_header_find(headers, "X-Corelog-Project");
     a->project = v ? *v : (ngx_str_t) ngx_null_string;
 
-    v = ngx_http_corelog_auth_find(headers, "X-Corelog-Error");
+    v = ngx_http_corelog_header_find(headers, "X-Corelog-Error");
     a->error = v ? *v : (ngx_str_t) ngx_null_string;
 
-    v = ngx_http_corelog_auth_find(headers, "WWW-Authenticate");
+    v = ngx_http_corelog_header_find(headers, "WWW-Authenticate");
     a->www_authenticate = v ? *v : (ngx_str_t) ngx_null_string;
 
-    v = ngx_http_corelog_auth_find(headers, "Retry-After");
+    v = ngx_http_corelog_header_find(headers, "Retry-After");
     a->retry_after = v ? *v : (ngx_str_t) ngx_null_string;
 
     return rc;
-}
-
-
-static ngx_str_t *
-ngx_http_corelog_auth_find(ngx_list_t *headers, const char *name)
-{
-    size_t            len;
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h;
-
-    len = ngx_strlen(name);
-    part = &headers->part;
-    h = part->elts;
-
-    for (i = 0; /* void */; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                return NULL;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].hash == 0 || h[i].key.len != len) {
-            continue;
-        }
-
-        if (ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0) {
-            return &h[i].value;
-        }
-    }
 }
 
 

@@ -182,40 +182,16 @@ static ngx_int_t
 ngx_http_corelog_token_read(ngx_http_request_t *r, ngx_uint_t mode,
     ngx_str_t *token, const char **reason)
 {
-    u_char           *p, *last;
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h, *found;
-
-    found = NULL;
+    u_char     *p, *last;
+    ngx_str_t  *found;
 
     if (mode == NGX_HTTP_CORELOG_TOKEN_BEARER) {
-        found = r->headers_in.authorization;
+        found = r->headers_in.authorization
+                ? &r->headers_in.authorization->value : NULL;
 
     } else {
-        part = &r->headers_in.headers.part;
-        h = part->elts;
-
-        for (i = 0; /* void */; i++) {
-
-            if (i >= part->nelts) {
-                if (part->next == NULL) {
-                    break;
-                }
-
-                part = part->next;
-                h = part->elts;
-                i = 0;
-            }
-
-            if (h[i].key.len == sizeof("X-Auth-Token") - 1
-                && ngx_strncasecmp(h[i].key.data, (u_char *) "X-Auth-Token",
-                                   h[i].key.len) == 0)
-            {
-                found = &h[i];
-                break;
-            }
-        }
+        found = ngx_http_corelog_header_find(&r->headers_in.headers,
+                                             "X-Auth-Token");
     }
 
     if (found == NULL) {
@@ -224,11 +200,11 @@ ngx_http_corelog_token_read(ngx_http_request_t *r, ngx_uint_t mode,
         return NGX_DECLINED;
     }
 
-    p = found->value.data;
-    last = p + found->value.len;
+    p = found->data;
+    last = p + found->len;
 
     if (mode == NGX_HTTP_CORELOG_TOKEN_BEARER) {
-        if (found->value.len < sizeof("Bearer ") - 1
+        if (found->len < sizeof("Bearer ") - 1
             || ngx_strncasecmp(p, (u_char *) "Bearer ", sizeof("Bearer ") - 1)
                != 0)
         {

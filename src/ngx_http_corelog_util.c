@@ -187,3 +187,40 @@ ngx_http_corelog_utf8_length(ngx_str_t *s)
 
     return n;
 }
+
+
+/* the value of the first header of that name in a list, or NULL */
+
+ngx_str_t *
+ngx_http_corelog_header_find(ngx_list_t *headers, const char *name)
+{
+    size_t            len;
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    len = ngx_strlen(name);
+    part = &headers->part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return NULL;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].hash == 0 || h[i].key.len != len) {
+            continue;
+        }
+
+        if (ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0) {
+            return &h[i].value;
+        }
+    }
+}
