@@ -243,6 +243,13 @@ void ngx_http_corelog_batch_exit_process(ngx_cycle_t *cycle);
 /* ngx_http_corelog_json.c */
 ngx_int_t ngx_http_corelog_json_parse(ngx_http_request_t *r, json_t **root,
     ngx_http_corelog_error_t *err);
+void ngx_http_corelog_json_field_error(ngx_pool_t *pool,
+    ngx_http_corelog_error_t *err, const char *field, const char *fmt, ...);
+ngx_int_t ngx_http_corelog_json_string(ngx_pool_t *pool, json_t *obj,
+    const char *field, ngx_uint_t required, size_t max_chars,
+    size_t max_bytes, ngx_str_t *out, ngx_http_corelog_error_t *err);
+ngx_int_t ngx_http_corelog_json_uuid(ngx_pool_t *pool, json_t *obj,
+    const char *field, u_char *out, ngx_http_corelog_error_t *err);
 void ngx_http_corelog_out_init(ngx_http_corelog_out_t *out, ngx_pool_t *pool,
     size_t size);
 void ngx_http_corelog_out_raw(ngx_http_corelog_out_t *out, const char *s,

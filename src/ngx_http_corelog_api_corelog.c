@@ -53,9 +53,6 @@ static ngx_int_t ngx_http_corelog_core_log_prepare(ngx_http_request_t *r,
     ngx_http_corelog_error_t *err);
 static ngx_int_t ngx_http_corelog_core_log_reply(ngx_http_request_t *r,
     ngx_http_corelog_ctx_t *ctx, PGresult *res, int row);
-static void ngx_http_corelog_core_log_uuid(json_t *body, const char *field,
-    const char *required, const char *invalid, u_char *out,
-    ngx_http_corelog_error_t *err);
 
 
 static ngx_str_t  ngx_http_corelog_methods[] = {
@@ -250,41 +247,16 @@ ngx_http_corelog_core_log_prepare(ngx_http_request_t *r,
 
     /* trafficUserId: optional */
 
-    v = json_object_get(body, "trafficUserId");
+    (void) ngx_http_corelog_json_string(r->pool, body, "trafficUserId", 0,
+                                        NGX_HTTP_CORELOG_USER_ID_MAX, 0,
+                                        &cl->user, err);
 
-    if (v == NULL || json_is_null(v)) {
-        ngx_str_null(&cl->user);
-
-    } else if (!json_is_string(v)) {
-        ngx_http_corelog_error_field(err, "trafficUserId",
-                                     "trafficUserId must be a string "
-                                     "or null");
-
-    } else {
-        cl->user.data = (u_char *) json_string_value(v);
-        cl->user.len = json_string_length(v);
-
-        if (ngx_http_corelog_utf8_length(&cl->user)
-            > NGX_HTTP_CORELOG_USER_ID_MAX)
-        {
-            ngx_http_corelog_error_field(err, "trafficUserId",
-                                         "trafficUserId must be at most "
-                                         "255 characters");
-        }
-    }
-
-    ngx_http_corelog_core_log_uuid(body, "corePathnameId",
-                                   "corePathnameId is required",
-                                   "corePathnameId must be a UUID",
-                                   cl->core_pathname, err);
-    ngx_http_corelog_core_log_uuid(body, "requestId",
-                                   "requestId is required",
-                                   "requestId must be a UUID",
-                                   cl->request, err);
-    ngx_http_corelog_core_log_uuid(body, "responseId",
-                                   "responseId is required",
-                                   "responseId must be a UUID",
-                                   cl->response, err);
+    (void) ngx_http_corelog_json_uuid(r->pool, body, "corePathnameId",
+                                      cl->core_pathname, err);
+    (void) ngx_http_corelog_json_uuid(r->pool, body, "requestId",
+                                      cl->request, err);
+    (void) ngx_http_corelog_json_uuid(r->pool, body, "responseId",
+                                      cl->response, err);
 
     if (err->nfields) {
         return NGX_DECLINED;
@@ -342,34 +314,6 @@ ngx_http_corelog_core_log_prepare(ngx_http_request_t *r,
     values[NGX_HTTP_CORELOG_COL_CREATED].len = NGX_HTTP_CORELOG_TIME_LEN;
 
     return NGX_OK;
-}
-
-
-static void
-ngx_http_corelog_core_log_uuid(json_t *body, const char *field,
-    const char *required, const char *invalid, u_char *out,
-    ngx_http_corelog_error_t *err)
-{
-    json_t     *v;
-    ngx_str_t   s;
-
-    v = json_object_get(body, field);
-
-    if (v == NULL) {
-        ngx_http_corelog_error_field(err, field, required);
-        return;
-    }
-
-    if (json_is_string(v)) {
-        s.data = (u_char *) json_string_value(v);
-        s.len = json_string_length(v);
-
-        if (ngx_http_corelog_uuid_parse(&s, out) == NGX_OK) {
-            return;
-        }
-    }
-
-    ngx_http_corelog_error_field(err, field, invalid);
 }
 
 

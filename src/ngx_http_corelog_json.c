@@ -353,3 +353,122 @@ ngx_http_corelog_out_double(ngx_http_corelog_out_t *out, double d)
 
     ngx_http_corelog_out_raw(out, text, n);
 }
+
+
+/* a field error whose message is made here: "<field> <text>" */
+
+void
+ngx_http_corelog_json_field_error(ngx_pool_t *pool,
+    ngx_http_corelog_error_t *err, const char *field, const char *fmt, ...)
+{
+    u_char   *p, *last;
+    size_t    len;
+    va_list   args;
+
+    len = ngx_strlen(field) + 256;
+
+    p = ngx_pnalloc(pool, len);
+    if (p == NULL) {
+        ngx_http_corelog_error_field(err, field, "invalid value");
+        return;
+    }
+
+    last = ngx_sprintf(p, "%s ", field);
+
+    va_start(args, fmt);
+    last = ngx_vslprintf(last, p + len - 1, fmt, args);
+    va_end(args);
+
+    *last = '\0';
+
+    ngx_http_corelog_error_field(err, field, (const char *) p);
+}
+
+
+/*
+ * A string field: NGX_OK with out set (out->data NULL when an optional
+ * field is absent or null), or NGX_DECLINED with the field error added.
+ * max_chars counts UTF-8 characters, max_bytes bytes; 0 is no bound.
+ */
+
+ngx_int_t
+ngx_http_corelog_json_string(ngx_pool_t *pool, json_t *obj,
+    const char *field, ngx_uint_t required, size_t max_chars,
+    size_t max_bytes, ngx_str_t *out, ngx_http_corelog_error_t *err)
+{
+    json_t  *v;
+
+    ngx_str_null(out);
+
+    v = json_object_get(obj, field);
+
+    if (v == NULL || json_is_null(v)) {
+        if (required) {
+            ngx_http_corelog_json_field_error(pool, err, field,
+                                              "is required");
+            return NGX_DECLINED;
+        }
+
+        return NGX_OK;
+    }
+
+    if (!json_is_string(v)) {
+        ngx_http_corelog_json_field_error(pool, err, field,
+                                          required ? "must be a string"
+                                                   : "must be a string "
+                                                     "or null");
+        return NGX_DECLINED;
+    }
+
+    out->data = (u_char *) json_string_value(v);
+    out->len = json_string_length(v);
+
+    if (max_chars
+        && (size_t) ngx_http_corelog_utf8_length(out) > max_chars)
+    {
+        ngx_http_corelog_json_field_error(pool, err, field,
+                                          "must be at most %uz characters",
+                                          max_chars);
+        return NGX_DECLINED;
+    }
+
+    if (max_bytes && out->len > max_bytes) {
+        ngx_http_corelog_json_field_error(pool, err, field,
+                                          "must be at most %uz bytes",
+                                          max_bytes);
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
+}
+
+
+/* a required UUID string, written canonical (36 bytes) to out */
+
+ngx_int_t
+ngx_http_corelog_json_uuid(ngx_pool_t *pool, json_t *obj, const char *field,
+    u_char *out, ngx_http_corelog_error_t *err)
+{
+    json_t     *v;
+    ngx_str_t   s;
+
+    v = json_object_get(obj, field);
+
+    if (v == NULL || json_is_null(v)) {
+        ngx_http_corelog_json_field_error(pool, err, field, "is required");
+        return NGX_DECLINED;
+    }
+
+    if (json_is_string(v)) {
+        s.data = (u_char *) json_string_value(v);
+        s.len = json_string_length(v);
+
+        if (ngx_http_corelog_uuid_parse(&s, out) == NGX_OK) {
+            return NGX_OK;
+        }
+    }
+
+    ngx_http_corelog_json_field_error(pool, err, field, "must be a UUID");
+
+    return NGX_DECLINED;
+}
