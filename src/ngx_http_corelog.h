@@ -199,6 +199,7 @@ typedef struct {
 extern ngx_module_t  ngx_http_corelog_module;
 
 extern ngx_http_corelog_api_t  ngx_http_corelog_api_corelog;
+extern ngx_http_corelog_api_t  ngx_http_corelog_api_channel;
 
 
 /* ngx_http_corelog_handler.c */

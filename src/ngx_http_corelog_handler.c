@@ -19,6 +19,7 @@ static ngx_int_t ngx_http_corelog_json_type(ngx_http_request_t *r);
 
 static ngx_http_corelog_api_t  *ngx_http_corelog_apis[] = {
     &ngx_http_corelog_api_corelog,
+    &ngx_http_corelog_api_channel,
     NULL
 };
 

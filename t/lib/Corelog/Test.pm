@@ -279,6 +279,18 @@ sub _pg_create_db {
     die "loading conf/schema.sql failed (exit $rc):\n$out" if $rc;
 }
 
+# Runs an SQL file with psql in database $db (ON_ERROR_STOP); dies on error.
+sub psql_file {
+    my ($self, $db, $file) = @_;
+    my $psql = -x "$self->{pg_bin}/psql" ? "$self->{pg_bin}/psql" : 'psql';
+    my $conninfo = $self->pg_conninfo;
+    $conninfo =~ s/dbname=\S+/dbname=$db/;
+    my ($rc, $out) = $self->_run([$psql, '-X', '-q', '-v', 'ON_ERROR_STOP=1',
+                                  '-d', $conninfo, '-f', $file]);
+    die "psql -f $file failed (exit $rc):\n$out" if $rc;
+    return $out;
+}
+
 sub _dsn {
     my ($self, $db) = @_;
     return "dbi:Pg:dbname=$db;host=127.0.0.1;port=$self->{pg_port}";
@@ -402,6 +414,14 @@ sub make_request_response {
          VALUES (?, ?) RETURNING id', undef, $traffic_source_id, 200);
 
     return ($req, $res);
+}
+
+# A channel of the account (POST /api/v1/log/create).
+sub make_channel {
+    my ($self, $account_id, $name) = @_;
+    return scalar $self->dbh->selectrow_array(
+        'INSERT INTO corelog.channels (account_id, name) VALUES (?, ?)
+         RETURNING id', undef, $account_id, $name // 'test channel');
 }
 
 ###########################################################################
