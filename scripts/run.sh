@@ -154,8 +154,18 @@ SELECT t.id, '/demo'
    AND NOT EXISTS (SELECT 1 FROM corelog.core_pathnames p
                     WHERE p.traffic_source_id = t.id);
 
+INSERT INTO corelog.channels (account_id, name)
+SELECT a.id, 'demo'
+  FROM corelog.accounts a
+ WHERE a.name = 'demo'
+   AND NOT EXISTS (SELECT 1 FROM corelog.channels c
+                    WHERE c.account_id = a.id AND c.name = 'demo');
+
 WITH a AS (SELECT id FROM corelog.accounts WHERE name = 'demo'
             ORDER BY created_at, id LIMIT 1),
+     c AS (SELECT c.id FROM corelog.channels c, a
+            WHERE c.account_id = a.id AND c.name = 'demo'
+            ORDER BY c.created_at, c.id LIMIT 1),
      t AS (SELECT t.id FROM corelog.traffic_sources t, a
             WHERE t.account_id = a.id AND t.name = 'demo'
             ORDER BY t.created_at, t.id LIMIT 1),
@@ -166,13 +176,13 @@ WITH a AS (SELECT id FROM corelog.accounts WHERE name = 'demo'
             SELECT id, 'GET', '/demo' FROM t RETURNING id),
      rs AS (INSERT INTO corelog.responses (traffic_source_id, status)
             SELECT id, 200 FROM t RETURNING id)
-SELECT t.id, p.id, rq.id, rs.id,
+SELECT t.id, p.id, rq.id, rs.id, c.id,
        corelog.create_token(a.id, 'demo-domain', 'demo-project', NULL,
                             'make run demo')
-  FROM a, t, p, rq, rs;
+  FROM a, t, p, rq, rs, c;
 EOF
 )
-read -r ts_id pathname_id request_id response_id token <<<"$demo"
+read -r ts_id pathname_id request_id response_id channel_id token <<<"$demo"
 [ -n "${token:-}" ] || die "seeding the demo data failed"
 
 # .run/nginx.conf: the shipped configuration with the @...@ values, plus
@@ -218,6 +228,10 @@ corelog is running; Ctrl-C stops nginx and PostgreSQL.
 Create a core log (the request and response are new on every run):
 
   curl -sS -i -X POST http://127.0.0.1:$PORT/core-log/$ts_id -H 'Authorization: Bearer $token' -H 'Content-Type: application/json' -d '$body'
+
+Post a log to the demo channel (answers 202 {}):
+
+  curl -sS -i -X POST http://127.0.0.1:$PORT/api/v1/log/create -H 'Authorization: Bearer $token' -H 'Content-Type: application/json' -d '{"channel_id":"$channel_id","label":"Signed in","reference":"user-1","type":"success","tags":"auth,web"}'
 
 EOF
 
