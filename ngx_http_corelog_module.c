@@ -29,6 +29,8 @@ static char *ngx_http_corelog_api(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_corelog_error(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_corelog_resource_types(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_http_corelog_init_process(ngx_cycle_t *cycle);
 static void ngx_http_corelog_exit_process(ngx_cycle_t *cycle);
 
@@ -125,6 +127,13 @@ static ngx_command_t  ngx_http_corelog_commands[] = {
       0,
       NULL },
 
+    { ngx_string("corelog_logtank_resource_types"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_corelog_resource_types,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
       ngx_null_command
 };
 
@@ -163,6 +172,17 @@ ngx_module_t  ngx_http_corelog_module = {
 static ngx_int_t
 ngx_http_corelog_init(ngx_conf_t *cf)
 {
+    ngx_http_corelog_main_conf_t  *cmcf;
+
+    static ngx_str_t  request_id = ngx_string("request_id");
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_corelog_module);
+
+    cmcf->request_id_index = ngx_http_get_variable_index(cf, &request_id);
+    if (cmcf->request_id_index == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
     return ngx_http_corelog_auth_init(cf);
 }
 
@@ -241,6 +261,7 @@ ngx_http_corelog_create_loc_conf(ngx_conf_t *cf)
 
     clcf->auth_uri.len = NGX_CONF_UNSET_SIZE;
     clcf->token_check = NGX_CONF_UNSET_UINT;
+    clcf->resource_types = NGX_CONF_UNSET_PTR;
 
     return clcf;
 }
@@ -264,6 +285,8 @@ ngx_http_corelog_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     ngx_conf_merge_uint_value(conf->token_check, prev->token_check,
                               NGX_HTTP_CORELOG_TOKEN_OFF);
+    ngx_conf_merge_ptr_value(conf->resource_types, prev->resource_types,
+                             NULL);
 
     if (conf->api != NULL) {
         if (conf->auth_uri.len == 0) {
@@ -553,6 +576,63 @@ ngx_http_corelog_error(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         != NGX_OK)
     {
         return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* corelog_logtank_resource_types LISTENER ...: the accepted set */
+
+static char *
+ngx_http_corelog_resource_types(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_corelog_loc_conf_t  *clcf = conf;
+
+    u_char      ch;
+    ngx_str_t  *value, *type;
+    ngx_uint_t  i, j;
+
+    if (clcf->resource_types != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    clcf->resource_types = ngx_array_create(cf->pool, cf->args->nelts - 1,
+                                            sizeof(ngx_str_t));
+    if (clcf->resource_types == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    value = cf->args->elts;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        for (j = 0; j < value[i].len; j++) {
+            ch = value[i].data[j];
+
+            if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z')
+                  || (ch >= '0' && ch <= '9') || ch == '_' || ch == '-'
+                  || ch == '.'))
+            {
+                break;
+            }
+        }
+
+        if (value[i].len == 0 || value[i].len > 64 || j != value[i].len) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "corelog: invalid resource type \"%V\": "
+                               "1 to 64 letters, digits, \"_\", \"-\", "
+                               "\".\"", &value[i]);
+            return NGX_CONF_ERROR;
+        }
+
+        type = ngx_array_push(clcf->resource_types);
+        if (type == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        *type = value[i];
     }
 
     return NGX_CONF_OK;

@@ -225,4 +225,56 @@ CREATE INDEX IF NOT EXISTS channel_logs_channel_idx
 INSERT INTO corelog.schema_version (version) VALUES (2)
     ON CONFLICT DO NOTHING;
 
+
+-- Version 3: log groups, log streams and logtanks (POST /v1/logtanks).
+-- Log groups belong to an account's project (the project of the token).
+
+CREATE TABLE IF NOT EXISTS corelog.log_groups (
+    id          uuid        PRIMARY KEY DEFAULT gen_random_uuid(),
+    account_id  uuid        NOT NULL REFERENCES corelog.accounts (id)
+                            ON DELETE CASCADE,
+    project_id  text        NOT NULL,
+    name        text        NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE INDEX IF NOT EXISTS log_groups_project_idx
+    ON corelog.log_groups (account_id, project_id);
+
+CREATE TABLE IF NOT EXISTS corelog.log_streams (
+    id            uuid        PRIMARY KEY DEFAULT gen_random_uuid(),
+    log_group_id  uuid        NOT NULL REFERENCES corelog.log_groups (id)
+                              ON DELETE CASCADE,
+    name          text        NOT NULL,
+    created_at    timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE INDEX IF NOT EXISTS log_streams_group_idx
+    ON corelog.log_streams (log_group_id);
+
+-- One logtank per resource in a project: a configuration table, not a log
+-- table, so a unique index is the rule.
+CREATE TABLE IF NOT EXISTS corelog.logtanks (
+    id             uuid        PRIMARY KEY,
+    account_id     uuid        NOT NULL REFERENCES corelog.accounts (id)
+                               ON DELETE CASCADE,
+    domain_id      text,
+    project_id     text        NOT NULL,
+    resource_type  text        NOT NULL
+                               CHECK (resource_type ~ '^[A-Za-z0-9_.-]{1,64}$'),
+    resource_id    text        NOT NULL
+                               CHECK (length(resource_id) BETWEEN 1 AND 255),
+    log_group_id   uuid        NOT NULL REFERENCES corelog.log_groups (id)
+                               ON DELETE CASCADE,
+    log_stream_id  uuid        NOT NULL REFERENCES corelog.log_streams (id)
+                               ON DELETE CASCADE,
+    status         text        NOT NULL DEFAULT 'ACTIVE',
+    created_at     timestamptz NOT NULL,
+    updated_at     timestamptz NOT NULL,
+    UNIQUE (account_id, project_id, resource_type, resource_id)
+);
+
+INSERT INTO corelog.schema_version (version) VALUES (3)
+    ON CONFLICT DO NOTHING;
+
 COMMIT;

@@ -41,6 +41,7 @@ typedef struct {
     ngx_uint_t                   batch_max;       /* rows per statement */
     ngx_uint_t                   token_cache_size;
     ngx_msec_t                   token_cache_ttl;
+    ngx_int_t                    request_id_index;  /* $request_id */
 } ngx_http_corelog_main_conf_t;
 
 
@@ -50,6 +51,7 @@ typedef struct {
     ngx_http_corelog_api_t      *api;             /* corelog_api */
     ngx_array_t                 *api_args;        /* ngx_http_complex_value_t */
     ngx_http_corelog_api_t      *error_api;       /* corelog_error */
+    ngx_array_t                 *resource_types;  /* of ngx_str_t */
 } ngx_http_corelog_loc_conf_t;
 
 
@@ -200,6 +202,7 @@ extern ngx_module_t  ngx_http_corelog_module;
 
 extern ngx_http_corelog_api_t  ngx_http_corelog_api_corelog;
 extern ngx_http_corelog_api_t  ngx_http_corelog_api_channel;
+extern ngx_http_corelog_api_t  ngx_http_corelog_api_logtank;
 
 
 /* ngx_http_corelog_handler.c */
@@ -208,6 +211,7 @@ ngx_int_t ngx_http_corelog_error_handler(ngx_http_request_t *r);
 ngx_http_corelog_ctx_t *ngx_http_corelog_get_ctx(ngx_http_request_t *r);
 ngx_http_corelog_api_t *ngx_http_corelog_api_find(ngx_str_t *name);
 void ngx_http_corelog_finalize(ngx_http_request_t *r, ngx_int_t rc);
+ngx_int_t ngx_http_corelog_request_id(ngx_http_request_t *r, ngx_str_t *id);
 
 /* ngx_http_corelog_auth.c */
 ngx_int_t ngx_http_corelog_auth_init(ngx_conf_t *cf);

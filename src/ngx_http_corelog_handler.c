@@ -20,6 +20,7 @@ static ngx_int_t ngx_http_corelog_json_type(ngx_http_request_t *r);
 static ngx_http_corelog_api_t  *ngx_http_corelog_apis[] = {
     &ngx_http_corelog_api_corelog,
     &ngx_http_corelog_api_channel,
+    &ngx_http_corelog_api_logtank,
     NULL
 };
 
@@ -58,6 +59,30 @@ ngx_http_corelog_get_ctx(ngx_http_request_t *r)
     }
 
     return ctx;
+}
+
+
+/* the request's $request_id: the same id as in the access log */
+
+ngx_int_t
+ngx_http_corelog_request_id(ngx_http_request_t *r, ngx_str_t *id)
+{
+    ngx_http_variable_value_t     *vv;
+    ngx_http_corelog_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_get_module_main_conf(r, ngx_http_corelog_module);
+
+    vv = ngx_http_get_indexed_variable(r->main, cmcf->request_id_index);
+
+    if (vv == NULL || vv->not_found) {
+        ngx_str_null(id);
+        return NGX_ERROR;
+    }
+
+    id->data = vv->data;
+    id->len = vv->len;
+
+    return NGX_OK;
 }
 
 

@@ -424,6 +424,24 @@ sub make_channel {
          RETURNING id', undef, $account_id, $name // 'test channel');
 }
 
+# A log group in an account's project, and a log stream in a group
+# (POST /v1/logtanks).
+sub make_log_group {
+    my ($self, $account_id, $project_id, $name) = @_;
+    return scalar $self->dbh->selectrow_array(
+        'INSERT INTO corelog.log_groups (account_id, project_id, name)
+         VALUES (?, ?, ?) RETURNING id', undef, $account_id, $project_id,
+        $name // 'test group');
+}
+
+sub make_log_stream {
+    my ($self, $group_id, $name) = @_;
+    return scalar $self->dbh->selectrow_array(
+        'INSERT INTO corelog.log_streams (log_group_id, name)
+         VALUES (?, ?) RETURNING id', undef, $group_id,
+        $name // 'test stream');
+}
+
 ###########################################################################
 # nginx
 
