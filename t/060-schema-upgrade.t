@@ -58,7 +58,7 @@ for my $pass (1, 2) {
     my ($versions) = $db->selectrow_array(
         q{SELECT string_agg(version::text, ',' ORDER BY version)
             FROM corelog.schema_version});
-    is($versions, '1,2', "pass $pass: versions 1 and 2 recorded");
+    is($versions, '1,2,3', "pass $pass: versions 1 to 3 recorded");
 }
 
 my ($ch) = $db->selectrow_array(q{
@@ -96,6 +96,24 @@ $r = $t->http(POST => '/api/v1/log/create',
                  'Content-Type' => 'application/json' },
     body => encode_json({ channel_id => $ch, label => 'upgraded' }));
 is($r->{status}, 202, 'and a channel log: 202');
+
+my $tok_p = $db->selectrow_array(
+    q{SELECT corelog.create_token(?, 'dom', 'proj')}, undef, $acc);
+my ($g) = $db->selectrow_array(q{
+    INSERT INTO corelog.log_groups (account_id, project_id, name)
+    VALUES (?, 'proj', 'g') RETURNING id}, undef, $acc);
+my ($st) = $db->selectrow_array(q{
+    INSERT INTO corelog.log_streams (log_group_id, name)
+    VALUES (?, 's') RETURNING id}, undef, $g);
+
+$r = $t->http(POST => '/v1/logtanks',
+    headers => { 'X-Auth-Token' => $tok_p,
+                 'Content-Type' => 'application/json' },
+    body => encode_json({ logtank => { resource_type => 'LISTENER',
+                                       resource_id => 'r1',
+                                       log_group_id => $g,
+                                       log_stream_id => $st } }));
+is($r->{status}, 201, 'and a logtank: 201');
 
 $db->disconnect;
 $t->done;
