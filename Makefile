@@ -24,7 +24,7 @@ PROVE_JOBS  ?= 2
 PROVE_FLAGS ?=
 
 .DEFAULT_GOAL := build
-.PHONY: build deps test run clean distclean lint
+.PHONY: build deps test run bench clean distclean lint
 
 deps:
 	scripts/deps.sh
@@ -37,6 +37,10 @@ test: build
 
 run: build
 	scripts/run.sh
+
+# The throughput benchmark (bench/README.md): a few minutes, not a test.
+bench: build
+	bench/run.sh
 
 lint:
 	bash -n scripts/*.sh .ci/run

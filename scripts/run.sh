@@ -4,8 +4,8 @@
 # Starts a private PostgreSQL cluster whose data persists in .run/pgdata
 # (git-ignored), applies conf/schema.sql, seeds a demo account, then runs
 # nginx in the foreground with the shipped conf/nginx.conf and prints a
-# token and a curl command that creates a core log.  Ctrl-C stops nginx
-# and PostgreSQL.
+# token and three curl commands: a core log (201), a channel log (202) and
+# a logtank (201).  Ctrl-C stops nginx and PostgreSQL.
 #
 # Environment: PORT (nginx, default 8080), PGPORT (PostgreSQL, default
 # 54329), NGINX (default /usr/sbin/nginx).
@@ -104,7 +104,12 @@ pg_started=
 
 # shellcheck disable=SC2317  # (invoked by the trap)
 cleanup() {
-    trap - EXIT INT TERM
+    # Ignore further INT/TERM while stopping: `make` passes its own SIGTERM
+    # on to this script, so a TERM sent to the whole process group (for
+    # example by `timeout`) arrives twice, and the second one would
+    # otherwise end the script before PostgreSQL is stopped.
+    trap - EXIT
+    trap '' INT TERM
     if [ -n "$nginx_pid" ] && kill -0 "$nginx_pid" 2>/dev/null; then
         echo "run: stopping nginx"
         kill -QUIT "$nginx_pid" 2>/dev/null || true
@@ -132,9 +137,10 @@ if [ -z "$("$psql" -X -tA -d "$admin_conninfo" \
 fi
 sql -f "$top/conf/schema.sql" >/dev/null
 
-# The demo account, traffic source and core pathname are created once; each
-# run adds a new request and response (each can have only one core log) and
-# a new token.
+# The demo account, traffic source, core pathname, channel, log group and
+# log stream are created once; each run adds a new request and response
+# (each can have only one core log), a new token, and picks a new logtank
+# resource id (a project has one logtank per resource).
 demo=$(sql -tA -F ' ' <<'EOF'
 INSERT INTO corelog.accounts (name)
 SELECT 'demo'
@@ -161,6 +167,21 @@ SELECT a.id, 'demo'
    AND NOT EXISTS (SELECT 1 FROM corelog.channels c
                     WHERE c.account_id = a.id AND c.name = 'demo');
 
+INSERT INTO corelog.log_groups (account_id, project_id, name)
+SELECT a.id, 'demo-project', 'demo'
+  FROM corelog.accounts a
+ WHERE a.name = 'demo'
+   AND NOT EXISTS (SELECT 1 FROM corelog.log_groups g
+                    WHERE g.account_id = a.id
+                      AND g.project_id = 'demo-project' AND g.name = 'demo');
+
+INSERT INTO corelog.log_streams (log_group_id, name)
+SELECT g.id, 'demo'
+  FROM corelog.log_groups g JOIN corelog.accounts a ON a.id = g.account_id
+ WHERE a.name = 'demo' AND g.project_id = 'demo-project' AND g.name = 'demo'
+   AND NOT EXISTS (SELECT 1 FROM corelog.log_streams s
+                    WHERE s.log_group_id = g.id AND s.name = 'demo');
+
 WITH a AS (SELECT id FROM corelog.accounts WHERE name = 'demo'
             ORDER BY created_at, id LIMIT 1),
      c AS (SELECT c.id FROM corelog.channels c, a
@@ -172,17 +193,26 @@ WITH a AS (SELECT id FROM corelog.accounts WHERE name = 'demo'
      p AS (SELECT p.id FROM corelog.core_pathnames p, t
             WHERE p.traffic_source_id = t.id
             ORDER BY p.created_at, p.id LIMIT 1),
+     g AS (SELECT g.id FROM corelog.log_groups g, a
+            WHERE g.account_id = a.id AND g.project_id = 'demo-project'
+              AND g.name = 'demo'
+            ORDER BY g.created_at, g.id LIMIT 1),
+     s AS (SELECT s.id FROM corelog.log_streams s, g
+            WHERE s.log_group_id = g.id AND s.name = 'demo'
+            ORDER BY s.created_at, s.id LIMIT 1),
      rq AS (INSERT INTO corelog.requests (traffic_source_id, method, url)
             SELECT id, 'GET', '/demo' FROM t RETURNING id),
      rs AS (INSERT INTO corelog.responses (traffic_source_id, status)
             SELECT id, 200 FROM t RETURNING id)
-SELECT t.id, p.id, rq.id, rs.id, c.id,
+SELECT t.id, p.id, rq.id, rs.id, c.id, g.id, s.id,
+       'demo-' || gen_random_uuid(),
        corelog.create_token(a.id, 'demo-domain', 'demo-project', NULL,
                             'make run demo')
-  FROM a, t, p, rq, rs, c;
+  FROM a, t, p, rq, rs, c, g, s;
 EOF
 )
-read -r ts_id pathname_id request_id response_id channel_id token <<<"$demo"
+read -r ts_id pathname_id request_id response_id channel_id group_id \
+    stream_id resource_id token <<<"$demo"
 [ -n "${token:-}" ] || die "seeding the demo data failed"
 
 # .run/nginx.conf: the shipped configuration with the @...@ values, plus
@@ -232,6 +262,10 @@ Create a core log (the request and response are new on every run):
 Post a log to the demo channel (answers 202 {}):
 
   curl -sS -i -X POST http://127.0.0.1:$PORT/api/v1/log/create -H 'Authorization: Bearer $token' -H 'Content-Type: application/json' -d '{"channel_id":"$channel_id","label":"Signed in","reference":"user-1","type":"success","tags":"auth,web"}'
+
+Create a logtank in project demo-project (the resource id is new on every run):
+
+  curl -sS -i -X POST http://127.0.0.1:$PORT/v1/logtanks -H 'X-Auth-Token: $token' -H 'Content-Type: application/json' -d '{"logtank":{"resource_type":"LISTENER","resource_id":"$resource_id","log_group_id":"$group_id","log_stream_id":"$stream_id"}}'
 
 EOF
 

@@ -1,0 +1,240 @@
+#!/bin/bash
+# make bench: the three routes against a private, durable PostgreSQL
+# (fsync and synchronous_commit on) and nginx with the module
+# (worker_processes auto), with wrk at 64 connections; the HTTP ceiling
+# (nginx answering `return 201` to the same POST) and the single-row
+# database ceiling (pgbench, one INSERT per transaction, 32 clients) in the
+# same run; one table of figures at the end.
+#
+#   BENCH_DURATION=10s BENCH_WARMUP=3s BENCH_CONNECTIONS=64 make bench
+
+set -euo pipefail
+
+top=$(cd "$(dirname "$0")/.." && pwd)
+out=$top/bench/out
+duration=${BENCH_DURATION:-10s}
+warmup=${BENCH_WARMUP:-3s}
+conns=${BENCH_CONNECTIONS:-64}
+threads=${BENCH_THREADS:-2}
+pgclients=${BENCH_PG_CLIENTS:-32}
+port=${BENCH_PORT:-18480}
+pgport=${BENCH_PGPORT:-18432}
+pairs=${BENCH_PAIRS:-1500000}
+pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+module=$top/objs/ngx_http_corelog_module.so
+
+die() { echo "bench: $*" >&2; exit 1; }
+
+[ -f "$module" ] || die "build the module first (make build)"
+command -v wrk >/dev/null || die "wrk is missing (apt-get install wrk)"
+
+as_pg=()
+if [ "$(id -u)" = 0 ]; then
+    as_pg=(runuser -u postgres --)
+fi
+
+cleanup() {
+    [ -f "$out/nginx.pid" ] && kill -QUIT "$(cat "$out/nginx.pid")" 2>/dev/null || true
+    "${as_pg[@]}" "$pgbin/pg_ctl" -D "$out/pg" -m fast -w stop >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+cleanup
+rm -rf "$out"
+mkdir -p "$out/tmp"
+chmod 777 "$out" "$out/tmp"
+[ "$(id -u)" = 0 ] && chown postgres "$out"
+
+# PostgreSQL: durable commits, as in production
+"${as_pg[@]}" "$pgbin/initdb" -D "$out/pg" -U postgres --auth=trust -E UTF8 \
+    --locale=C >/dev/null
+cat >>"$out/pg/postgresql.conf" <<EOC
+listen_addresses = '127.0.0.1'
+port = $pgport
+unix_socket_directories = '$out'
+fsync = on
+synchronous_commit = on
+shared_buffers = 512MB
+max_connections = 200
+shared_preload_libraries = 'pg_stat_statements'
+EOC
+"${as_pg[@]}" "$pgbin/pg_ctl" -D "$out/pg" -l "$out/postgres.log" -w start >/dev/null
+
+conninfo="host=127.0.0.1 port=$pgport dbname=corelog user=postgres"
+psql() { command psql -X -q -v ON_ERROR_STOP=1 "$@"; }
+psql -d "host=127.0.0.1 port=$pgport dbname=postgres user=postgres" \
+    -c 'CREATE DATABASE corelog'
+psql -d "$conninfo" -f "$top/conf/schema.sql" >/dev/null
+psql -d "$conninfo" -c 'CREATE EXTENSION pg_stat_statements'
+
+echo "bench: seeding $pairs request/response pairs..."
+read -r acc ts cp ch grp stream token <<<"$(psql -d "$conninfo" -tA -F ' ' <<EOS
+WITH a AS (INSERT INTO corelog.accounts (name) VALUES ('bench') RETURNING id),
+     t AS (INSERT INTO corelog.traffic_sources (account_id, name)
+           SELECT id, 'bench' FROM a RETURNING id),
+     p AS (INSERT INTO corelog.core_pathnames (traffic_source_id, pathname)
+           SELECT id, '/bench' FROM t RETURNING id),
+     c AS (INSERT INTO corelog.channels (account_id, name)
+           SELECT id, 'bench' FROM a RETURNING id),
+     g AS (INSERT INTO corelog.log_groups (account_id, project_id, name)
+           SELECT id, 'bench', 'bench' FROM a RETURNING id),
+     s AS (INSERT INTO corelog.log_streams (log_group_id, name)
+           SELECT id, 'bench' FROM g RETURNING id)
+SELECT a.id, t.id, p.id, c.id, g.id, s.id,
+       corelog.create_token(a.id, 'bench', 'bench')
+  FROM a, t, p, c, g, s;
+EOS
+)"
+psql -d "$conninfo" <<EOS
+INSERT INTO corelog.requests (id, traffic_source_id)
+SELECT ('00000000-0000-4000-8000-' || lpad(to_hex(i), 12, '0'))::uuid, '$ts'
+  FROM generate_series(1, $pairs) i;
+INSERT INTO corelog.responses (id, traffic_source_id)
+SELECT ('00000000-0000-4000-9000-' || lpad(to_hex(i), 12, '0'))::uuid, '$ts'
+  FROM generate_series(1, $pairs) i;
+VACUUM ANALYZE;
+CHECKPOINT;
+EOS
+
+# nginx: the shipped configuration, plus the HTTP ceiling location
+PGCONNS=${BENCH_PG_CONNECTIONS:-} BATCH=${BENCH_BATCH_MAX:-} \
+MODULE=$module PORT=$port CONNINFO=$conninfo OUT=$out perl -pe '
+    s/\@MODULE\@/$ENV{MODULE}/g;
+    s/\@PORT\@/$ENV{PORT}/g;
+    s/\@CONNINFO\@/$ENV{CONNINFO}/g;
+    s/^error_log .*/error_log $ENV{OUT}\/error.log notice;/;
+    s/^pid .*/pid $ENV{OUT}\/nginx.pid;/;
+    s/corelog_connections \d+;/corelog_connections $ENV{PGCONNS};/
+        if $ENV{PGCONNS};
+    s/corelog_batch_max \d+;/corelog_batch_max $ENV{BATCH};/ if $ENV{BATCH};
+    $_ .= join "", map { "    ${_}_temp_path \"$ENV{OUT}/tmp/$_\";\n" }
+                   qw(client_body proxy fastcgi uwsgi scgi)
+        if /^http\s*\{/;
+    $_ = "        location = /ceiling {\n            return 201 \x27{}\x27;\n"
+         . "        }\n\n" . $_ if /^\s*location \/ \{/;
+' "$top/conf/nginx.conf" >"$out/nginx.conf"
+
+/usr/sbin/nginx -p "$out/" -c "$out/nginx.conf" -e "$out/error.log"
+sleep 1
+
+workers=$(pgrep -P "$(cat "$out/nginx.pid")" | tr '\n' ' ')
+
+export BENCH_TS=$ts BENCH_CP=$cp BENCH_CHANNEL=$ch BENCH_GROUP=$grp \
+       BENCH_STREAM=$stream BENCH_TOKEN=$token BENCH_THREADS=$threads
+
+url=http://127.0.0.1:$port
+offset=0
+
+# run NAME SCRIPT: warm-up, then the measured run; appends to results
+run() {
+    local name=$1 script=$2 log=$out/wrk-$1.txt
+    BENCH_RUN=w BENCH_OFFSET=$offset wrk -t"$threads" -c"$conns" \
+        -d"$warmup" -s "$top/bench/$script" "$url" >/dev/null
+    offset=$((offset + 1000000 * 0 + 400000))
+    psql -d "$conninfo" -c 'SELECT pg_stat_statements_reset()' >/dev/null
+    BENCH_RUN=m BENCH_OFFSET=$offset wrk -t"$threads" -c"$conns" \
+        -d"$duration" --latency -s "$top/bench/$script" "$url" >"$log"
+    offset=$((offset + 600000))
+    local rps p50 p99 non2xx
+    rps=$(awk '/^Requests\/sec/ {print $2}' "$log")
+    p50=$(sed -n 's/^BENCH p50=\([0-9.]*\).*/\1/p' "$log")
+    p99=$(sed -n 's/.* p99=\([0-9.]*\).*/\1/p' "$log")
+    non2xx=$(awk '/Non-2xx/ {print $NF}' "$log")
+    echo "$name $rps $p50 $p99 ${non2xx:-0}" >>"$out/results"
+    if [ "$name" != ceiling ]; then
+        psql -d "$conninfo" -tA -F ' ' -c "
+            SELECT '$name', calls, rows,
+                   round(rows::numeric / nullif(calls, 0), 1)
+              FROM pg_stat_statements
+             WHERE query LIKE 'WITH input AS%'
+             ORDER BY calls DESC LIMIT 1" >>"$out/batches"
+    fi
+}
+
+: >"$out/results"
+: >"$out/batches"
+
+routes=" ${BENCH_ROUTES:-ceiling core_log channel_log logtank} "
+case $routes in *" ceiling "*) echo "bench: HTTP ceiling..."
+                               run ceiling ceiling.lua ;; esac
+case $routes in *" core_log "*) echo "bench: POST /core-log..."
+                                run core_log corelog.lua ;; esac
+case $routes in *" channel_log "*) echo "bench: POST /api/v1/log/create..."
+                                   run channel_log channel.lua ;; esac
+case $routes in *" logtank "*) echo "bench: POST /v1/logtanks..."
+                               run logtank logtank.lua ;; esac
+
+# the single-row database ceiling: pgbench, one INSERT per transaction
+cat >"$out/pgbench-channel.sql" <<EOS
+INSERT INTO corelog.channel_logs (id, channel_id, label, type, tags,
+                                  custom_references, created_at)
+VALUES (gen_random_uuid(), '$ch', 'checkout', 'action', '{bench,web}',
+        '{"order":"o-1"}', now());
+EOS
+cat >"$out/pgbench-core.sql" <<EOS
+INSERT INTO corelog.core_logs (id, traffic_source_id, core_pathname_id,
+                               request_id, response_id, status, method,
+                               level, elapsed_time, created_at)
+VALUES (gen_random_uuid(), '$ts', '$cp',
+        '00000000-0000-4000-8000-000000000001',
+        '00000000-0000-4000-9000-000000000001', 200, 'GET', 'info', 1.5,
+        now());
+EOS
+cat >"$out/pgbench-logtank.sql" <<EOS
+INSERT INTO corelog.logtanks (id, account_id, domain_id, project_id,
+                              resource_type, resource_id, log_group_id,
+                              log_stream_id, created_at, updated_at)
+VALUES (gen_random_uuid(), '$acc', 'bench', 'bench', 'LISTENER',
+        gen_random_uuid()::text, '$grp', '$stream', now(), now());
+EOS
+
+pgb() {
+    local name=$1 file=$2
+    echo "bench: pgbench $name..."
+    pgbench -n -M prepared -c "$pgclients" -j 2 -T "${duration%s}" \
+        -f "$file" "$conninfo" >"$out/pgbench-$name.txt" 2>&1
+    echo "$name $(awk '/^tps/ {print $3; exit}' "$out/pgbench-$name.txt")" \
+        >>"$out/pgbench"
+}
+
+: >"$out/pgbench"
+if [ -z "${BENCH_NO_PGBENCH:-}" ]; then
+    pgb core_log "$out/pgbench-core.sql"
+    pgb channel_log "$out/pgbench-channel.sql"
+    pgb logtank "$out/pgbench-logtank.sql"
+fi
+
+rss=""
+for w in $workers; do
+    rss="$rss $(awk '/VmHWM/ {print $2}' "/proc/$w/status" 2>/dev/null)kB"
+done
+
+alerts=$(grep -cE '\[(alert|crit|emerg)\]' "$out/error.log" || true)
+
+ceiling=$(awk '$1 == "ceiling" {print $2}' "$out/results")
+
+echo
+echo "corelog bench: $(nproc) cores, $(awk '/MemTotal/ {print int($2/1048576)" GiB"}' /proc/meminfo), $(uname -r);" \
+     "wrk -t$threads -c$conns -d$duration; pgbench -c$pgclients;" \
+     "fsync=on synchronous_commit=on"
+echo
+printf '%-22s %10s %9s %9s %8s %12s %10s %12s\n' route req/s p50ms p99ms non2xx \
+    'db-ceiling' '÷db' '÷http'
+while read -r name rps p50 p99 non2xx; do
+    [ "$name" = ceiling ] && continue
+    db=$(awk -v n="$name" '$1 == n {print $2}' "$out/pgbench")
+    printf '%-22s %10.0f %9.2f %9.2f %8s %12.0f %10.2f %12.2f\n' \
+        "$name" "$rps" "$p50" "$p99" "$non2xx" "$db" \
+        "$(awk -v a="$rps" -v b="$db" 'BEGIN {print a / b}')" \
+        "$(awk -v a="$rps" -v b="$ceiling" 'BEGIN {print a / b}')"
+done <"$out/results"
+while read -r name rps p50 p99 non2xx; do
+    [ "$name" = ceiling ] || continue
+    printf '%-22s %10.0f %9.2f %9.2f %8s\n' "http ceiling (return)" "$rps" \
+        "$p50" "$p99" "$non2xx"
+done <"$out/results"
+echo
+echo "statements (measured run): route, statements, rows, mean rows per statement"
+sed 's/^/  /' "$out/batches"
+echo "peak RSS of each worker (VmHWM):$rss"
+echo "error log: $alerts [alert]/[crit]/[emerg] lines"
