@@ -137,6 +137,8 @@ struct ngx_http_corelog_pg_conn_s {
     ngx_uint_t                   nops;
     PGresult                    *res;
     PGresult                    *error;
+    ngx_uint_t                   prepared;    /* bit per statement */
+    ngx_http_corelog_stmt_t     *preparing;
     ngx_log_t                    log;
     unsigned                     flushing:1;
 };
@@ -238,6 +240,7 @@ ngx_http_corelog_op_t *ngx_http_corelog_batch_op(ngx_http_request_t *r,
     ngx_http_corelog_stmt_t *stmt);
 ngx_int_t ngx_http_corelog_batch_post(ngx_http_corelog_op_t *op);
 void ngx_http_corelog_batch_run(void);
+void ngx_http_corelog_batch_send(ngx_http_corelog_pg_conn_t *pc);
 void ngx_http_corelog_batch_done(ngx_http_corelog_pg_conn_t *pc,
     ngx_int_t rc, PGresult *res);
 void ngx_http_corelog_batch_fail_queued(ngx_int_t rc);

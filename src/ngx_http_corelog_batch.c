@@ -172,9 +172,7 @@ ngx_http_corelog_batch_run(void)
 static void
 ngx_http_corelog_batch_take(ngx_http_corelog_pg_conn_t *pc)
 {
-    u_char                   *p;
-    size_t                    size;
-    ngx_uint_t                i, n, nparams;
+    ngx_uint_t                n;
     ngx_queue_t              *q, *next;
     ngx_http_corelog_op_t    *op;
     ngx_http_corelog_stmt_t  *stmt;
@@ -212,7 +210,43 @@ ngx_http_corelog_batch_take(ngx_http_corelog_pg_conn_t *pc)
         q = next;
     }
 
+    ngx_http_corelog_batch_send(pc);
+}
+
+
+/*
+ * Builds the parameters of the ops on pc and sends the statement; also
+ * called again by the pool once the statement is prepared on pc.
+ */
+
+void
+ngx_http_corelog_batch_send(ngx_http_corelog_pg_conn_t *pc)
+{
+    u_char                   *p;
+    size_t                    size;
+    ngx_uint_t                i, n, nparams;
+    ngx_http_corelog_op_t    *op;
+    ngx_http_corelog_stmt_t  *stmt;
+
+    /* requests gone while the statement was being prepared */
+
+    for (i = 0, n = 0; i < pc->nops; i++) {
+        if (pc->ops[i]) {
+            pc->ops[i]->slot = n;
+            pc->ops[n++] = pc->ops[i];
+        }
+    }
+
+    pc->nops = n;
+
+    if (n == 0) {
+        return;
+    }
+
+    stmt = pc->ops[0]->stmt;
+
     /* one text parameter per column, NUL-terminated */
+
 
     nparams = stmt->nparams + (stmt->batched ? 1 : 0);
 

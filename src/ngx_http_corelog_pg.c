@@ -19,6 +19,9 @@
 #define NGX_HTTP_CORELOG_PG_BACKOFF_MIN  100
 #define NGX_HTTP_CORELOG_PG_BACKOFF_MAX  1000
 
+/* statements one connection keeps prepared (bits of pc->prepared) */
+#define NGX_HTTP_CORELOG_PG_STMTS        (8 * sizeof(ngx_uint_t) - 1)
+
 /*
  * A connection attempt that fails is an error the first time, and info
  * while it keeps failing; "PostgreSQL is unavailable" and "available
@@ -37,6 +40,10 @@ static void ngx_http_corelog_pg_connected(ngx_http_corelog_pg_conn_t *pc);
 static void ngx_http_corelog_pg_read_handler(ngx_event_t *rev);
 static void ngx_http_corelog_pg_write_handler(ngx_event_t *wev);
 static ngx_int_t ngx_http_corelog_pg_flush(ngx_http_corelog_pg_conn_t *pc);
+static ngx_uint_t ngx_http_corelog_pg_stmt_index(
+    ngx_http_corelog_stmt_t *stmt);
+static void ngx_http_corelog_pg_prepared(ngx_http_corelog_pg_conn_t *pc,
+    PGresult *res, PGresult *error);
 static void ngx_http_corelog_pg_idle_input(ngx_http_corelog_pg_conn_t *pc);
 static void ngx_http_corelog_pg_recv(ngx_http_corelog_pg_conn_t *pc);
 static void ngx_http_corelog_pg_done(ngx_http_corelog_pg_conn_t *pc);
@@ -690,23 +697,46 @@ ngx_http_corelog_pg_write_handler(ngx_event_t *wev)
 }
 
 
+/*
+ * Sends the statement as a protocol-level prepared statement (no session
+ * state beyond it, so PgBouncer in transaction mode with prepared
+ * statement support works).  On a connection that has not prepared it
+ * yet, the Parse goes first; once it is done, the batch layer sends again.
+ */
+
 ngx_int_t
 ngx_http_corelog_pg_send(ngx_http_corelog_pg_conn_t *pc,
     ngx_http_corelog_stmt_t *stmt, int nparams, const char *const *values,
     const int *lengths)
 {
-    ngx_str_t  msg;
+    int         sent;
+    ngx_str_t   msg;
+    ngx_uint_t  bit;
 
-    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, &pc->log, 0,
-                   "corelog pg #%ui: send \"%s\", %ui row(s)",
-                   pc->index, stmt->name, pc->nops);
+    bit = (ngx_uint_t) 1 << ngx_http_corelog_pg_stmt_index(stmt);
 
     pc->state = NGX_HTTP_CORELOG_PG_BUSY;
-    pc->log.action = "running a statement";
 
-    if (!PQsendQueryParams(pc->conn, stmt->sql, nparams, NULL, values,
-                           lengths, NULL, 0))
-    {
+    if (pc->prepared & bit) {
+        ngx_log_debug3(NGX_LOG_DEBUG_HTTP, &pc->log, 0,
+                       "corelog pg #%ui: execute \"%s\", %ui row(s)",
+                       pc->index, stmt->name, pc->nops);
+
+        pc->log.action = "running a statement";
+        sent = PQsendQueryPrepared(pc->conn, stmt->name, nparams, values,
+                                   lengths, NULL, 0);
+
+    } else {
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, &pc->log, 0,
+                       "corelog pg #%ui: prepare \"%s\"",
+                       pc->index, stmt->name);
+
+        pc->log.action = "preparing a statement";
+        pc->preparing = stmt;
+        sent = PQsendPrepare(pc->conn, stmt->name, stmt->sql, nparams, NULL);
+    }
+
+    if (!sent) {
         msg = ngx_http_corelog_pg_message(PQerrorMessage(pc->conn));
         ngx_log_error(NGX_LOG_ERR, &pc->log, 0,
                       "corelog: could not send \"%s\": %V", stmt->name, &msg);
@@ -717,6 +747,33 @@ ngx_http_corelog_pg_send(ngx_http_corelog_pg_conn_t *pc,
     ngx_add_timer(pc->c->read, ngx_http_corelog_pg_conf->query_timeout);
 
     return ngx_http_corelog_pg_flush(pc);
+}
+
+
+/* statements get a bit each in pc->prepared, in the order first used */
+
+static ngx_uint_t
+ngx_http_corelog_pg_stmt_index(ngx_http_corelog_stmt_t *stmt)
+{
+    ngx_uint_t  i;
+
+    static ngx_http_corelog_stmt_t  *stmts[NGX_HTTP_CORELOG_PG_STMTS];
+    static ngx_uint_t                nstmts;
+
+    for (i = 0; i < nstmts; i++) {
+        if (stmts[i] == stmt) {
+            return i;
+        }
+    }
+
+    if (nstmts == NGX_HTTP_CORELOG_PG_STMTS) {
+        /* cannot happen: a handful of statements; prepare every time */
+        return NGX_HTTP_CORELOG_PG_STMTS;
+    }
+
+    stmts[nstmts] = stmt;
+
+    return nstmts++;
 }
 
 
@@ -856,6 +913,11 @@ ngx_http_corelog_pg_done(ngx_http_corelog_pg_conn_t *pc)
     pc->res = NULL;
     pc->error = NULL;
 
+    if (pc->preparing) {
+        ngx_http_corelog_pg_prepared(pc, res, error);
+        return;
+    }
+
     if (error) {
         rc = ngx_http_corelog_pg_status(error);
         state = PQresultErrorField(error, PG_DIAG_SQLSTATE);
@@ -898,6 +960,60 @@ ngx_http_corelog_pg_done(ngx_http_corelog_pg_conn_t *pc)
     }
 
     ngx_http_corelog_batch_run();
+}
+
+
+/* the Parse of pc->preparing is done: send the statement itself */
+
+static void
+ngx_http_corelog_pg_prepared(ngx_http_corelog_pg_conn_t *pc, PGresult *res,
+    PGresult *error)
+{
+    ngx_int_t                 rc;
+    ngx_str_t                 msg;
+    ngx_http_corelog_stmt_t  *stmt;
+
+    stmt = pc->preparing;
+    pc->preparing = NULL;
+    pc->state = NGX_HTTP_CORELOG_PG_IDLE;
+    pc->log.action = "idle";
+
+    rc = NGX_OK;
+
+    if (error) {
+        rc = ngx_http_corelog_pg_status(error);
+        msg = ngx_http_corelog_pg_message(PQresultErrorMessage(error));
+
+        ngx_log_error(NGX_LOG_ERR, &pc->log, 0,
+                      "corelog: could not prepare \"%s\": %V",
+                      stmt->name, &msg);
+        PQclear(error);
+
+    } else {
+        pc->prepared |= (ngx_uint_t) 1 << ngx_http_corelog_pg_stmt_index(stmt);
+    }
+
+    if (res) {
+        PQclear(res);
+    }
+
+    if (PQtransactionStatus(pc->conn) != PQTRANS_IDLE) {
+        ngx_http_corelog_pg_lost(pc, NGX_HTTP_SERVICE_UNAVAILABLE);
+        return;
+    }
+
+    if (rc != NGX_OK) {
+        ngx_http_corelog_batch_done(pc, rc, NULL);
+        ngx_http_corelog_batch_run();
+        return;
+    }
+
+    ngx_http_corelog_batch_send(pc);
+
+    if (pc->state == NGX_HTTP_CORELOG_PG_IDLE) {
+        /* every request of the batch went away meanwhile */
+        ngx_http_corelog_batch_run();
+    }
 }
 
 
@@ -966,6 +1082,8 @@ ngx_http_corelog_pg_close(ngx_http_corelog_pg_conn_t *pc)
 
     pc->state = NGX_HTTP_CORELOG_PG_DOWN;
     pc->flushing = 0;
+    pc->prepared = 0;
+    pc->preparing = NULL;
 
     if (pc->c) {
         ngx_close_connection(pc->c);
