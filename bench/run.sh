@@ -95,10 +95,12 @@ SELECT ('00000000-0000-4000-9000-' || lpad(to_hex(i), 12, '0'))::uuid, '$ts'
 VACUUM ANALYZE;
 CHECKPOINT;
 EOS
+[ -n "${BENCH_SQL:-}" ] && psql -d "$conninfo" -c "$BENCH_SQL"
 
 # nginx: the shipped configuration, plus the HTTP ceiling location
 PGCONNS=${BENCH_PG_CONNECTIONS:-} BATCH=${BENCH_BATCH_MAX:-} \
-MODULE=$module PORT=$port CONNINFO=$conninfo OUT=$out perl -pe '
+MODULE=$module PORT=$port CONNINFO="$conninfo ${BENCH_CONNINFO_EXTRA:-}" \
+OUT=$out perl -pe '
     s/\@MODULE\@/$ENV{MODULE}/g;
     s/\@PORT\@/$ENV{PORT}/g;
     s/\@CONNINFO\@/$ENV{CONNINFO}/g;
@@ -123,18 +125,16 @@ export BENCH_TS=$ts BENCH_CP=$cp BENCH_CHANNEL=$ch BENCH_GROUP=$grp \
        BENCH_STREAM=$stream BENCH_TOKEN=$token BENCH_THREADS=$threads
 
 url=http://127.0.0.1:$port
-offset=0
 
 # run NAME SCRIPT: warm-up, then the measured run; appends to results
 run() {
     local name=$1 script=$2 log=$out/wrk-$1.txt
-    BENCH_RUN=w BENCH_OFFSET=$offset wrk -t"$threads" -c"$conns" \
+    # core-log pairs: the warm-up uses 0.., the measured run 500000..
+    BENCH_RUN=w BENCH_OFFSET=0 wrk -t"$threads" -c"$conns" \
         -d"$warmup" -s "$top/bench/$script" "$url" >/dev/null
-    offset=$((offset + 1000000 * 0 + 400000))
     psql -d "$conninfo" -c 'SELECT pg_stat_statements_reset()' >/dev/null
-    BENCH_RUN=m BENCH_OFFSET=$offset wrk -t"$threads" -c"$conns" \
+    BENCH_RUN=m BENCH_OFFSET=500000 wrk -t"$threads" -c"$conns" \
         -d"$duration" --latency -s "$top/bench/$script" "$url" >"$log"
-    offset=$((offset + 600000))
     local rps p50 p99 non2xx
     rps=$(awk '/^Requests\/sec/ {print $2}' "$log")
     p50=$(sed -n 's/^BENCH p50=\([0-9.]*\).*/\1/p' "$log")
