@@ -231,6 +231,7 @@ ngx_int_t ngx_http_corelog_pg_init_process(ngx_cycle_t *cycle);
 void ngx_http_corelog_pg_exit_process(ngx_cycle_t *cycle);
 ngx_http_corelog_pg_conn_t *ngx_http_corelog_pg_idle(void);
 ngx_int_t ngx_http_corelog_pg_available(void);
+ngx_uint_t ngx_http_corelog_pg_busy(void);
 ngx_int_t ngx_http_corelog_pg_send(ngx_http_corelog_pg_conn_t *pc,
     ngx_http_corelog_stmt_t *stmt, int nparams, const char *const *values,
     const int *lengths);

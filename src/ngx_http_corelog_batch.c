@@ -14,6 +14,7 @@
 
 
 static void ngx_http_corelog_batch_take(ngx_http_corelog_pg_conn_t *pc);
+static void ngx_http_corelog_batch_spill_handler(ngx_event_t *ev);
 static u_char *ngx_http_corelog_batch_reserve(size_t size);
 static u_char *ngx_http_corelog_batch_array(u_char *p,
     ngx_http_corelog_pg_conn_t *pc, ngx_uint_t column);
@@ -21,11 +22,16 @@ static void ngx_http_corelog_batch_cleanup(void *data);
 static void ngx_http_corelog_batch_wait_handler(ngx_event_t *ev);
 
 
+/* how long queued ops wait for a busy statement before another is sent */
+#define NGX_HTTP_CORELOG_BATCH_SPILL  2
+
+
 static ngx_http_corelog_main_conf_t  *ngx_http_corelog_batch_conf;
 static ngx_queue_t                    ngx_http_corelog_batch_queue;
 static ngx_uint_t                     ngx_http_corelog_batch_nqueued;
 static ngx_uint_t                     ngx_http_corelog_batch_running;
 static ngx_uint_t                     ngx_http_corelog_batch_again;
+static ngx_event_t                    ngx_http_corelog_batch_spill;
 
 /* one reusable buffer for the parameters of the statement being sent */
 static u_char                        *ngx_http_corelog_batch_buf;
@@ -41,6 +47,10 @@ ngx_http_corelog_batch_init_process(ngx_cycle_t *cycle,
     ngx_http_corelog_batch_conf = cmcf;
     ngx_queue_init(&ngx_http_corelog_batch_queue);
     ngx_http_corelog_batch_nqueued = 0;
+
+    ngx_http_corelog_batch_spill.handler = ngx_http_corelog_batch_spill_handler;
+    ngx_http_corelog_batch_spill.log = cycle->log;
+    ngx_http_corelog_batch_spill.cancelable = 1;
 
     return NGX_OK;
 }
@@ -59,6 +69,10 @@ ngx_http_corelog_batch_exit_process(ngx_cycle_t *cycle)
         ngx_free(ngx_http_corelog_batch_values);
         ngx_http_corelog_batch_values = NULL;
         ngx_http_corelog_batch_nvalues = 0;
+    }
+
+    if (ngx_http_corelog_batch_spill.timer_set) {
+        ngx_del_timer(&ngx_http_corelog_batch_spill);
     }
 
     ngx_http_corelog_batch_conf = NULL;
@@ -137,7 +151,13 @@ ngx_http_corelog_batch_post(ngx_http_corelog_op_t *op)
 }
 
 
-/* hand queued ops to idle connections; never re-entered */
+/*
+ * Hands queued ops to idle connections; never re-entered.  While a
+ * statement is in flight, new ops wait for it (they go together in the
+ * next one) rather than open a second statement at once: more rows per
+ * statement and commit.  Another idle connection is used when a full
+ * batch is waiting, or when the ops have waited the spill delay.
+ */
 
 void
 ngx_http_corelog_batch_run(void)
@@ -160,12 +180,42 @@ ngx_http_corelog_batch_run(void)
                 break;
             }
 
+            if (ngx_http_corelog_pg_busy()
+                && ngx_http_corelog_batch_nqueued
+                   < ngx_http_corelog_batch_conf->batch_max
+                && !ngx_http_corelog_batch_spill.timedout)
+            {
+                if (!ngx_http_corelog_batch_spill.timer_set) {
+                    ngx_add_timer(&ngx_http_corelog_batch_spill,
+                                  NGX_HTTP_CORELOG_BATCH_SPILL);
+                }
+
+                break;
+            }
+
             ngx_http_corelog_batch_take(pc);
         }
 
     } while (ngx_http_corelog_batch_again);
 
+    ngx_http_corelog_batch_spill.timedout = 0;
+
+    if (ngx_queue_empty(&ngx_http_corelog_batch_queue)
+        && ngx_http_corelog_batch_spill.timer_set)
+    {
+        ngx_del_timer(&ngx_http_corelog_batch_spill);
+    }
+
     ngx_http_corelog_batch_running = 0;
+}
+
+
+/* ops waited the spill delay behind a busy statement: use another one */
+
+static void
+ngx_http_corelog_batch_spill_handler(ngx_event_t *ev)
+{
+    ngx_http_corelog_batch_run();
 }
 
 

@@ -374,6 +374,25 @@ ngx_http_corelog_pg_idle(void)
 }
 
 
+/* connections with a statement in flight */
+
+ngx_uint_t
+ngx_http_corelog_pg_busy(void)
+{
+    ngx_uint_t  i, n;
+
+    n = 0;
+
+    for (i = 0; i < ngx_http_corelog_pg_nconns; i++) {
+        if (ngx_http_corelog_pg_conns[i].state == NGX_HTTP_CORELOG_PG_BUSY) {
+            n++;
+        }
+    }
+
+    return n;
+}
+
+
 /*
  * NGX_OK when a write can expect a connection soon: one is up, or a first
  * attempt is still under way (nginx just started).  During an outage the
