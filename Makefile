@@ -24,7 +24,7 @@ PROVE_JOBS  ?= 2
 PROVE_FLAGS ?=
 
 .DEFAULT_GOAL := build
-.PHONY: build deps test run bench clean distclean lint
+.PHONY: build deps test run bench soak clean distclean lint
 
 deps:
 	scripts/deps.sh
@@ -41,6 +41,11 @@ run: build
 # The throughput benchmark (bench/README.md): a few minutes, not a test.
 bench: build
 	bench/run.sh
+
+# Five minutes at full load on one route: worker RSS must stay flat.
+soak: build
+	BENCH_ROUTES=channel_log BENCH_DURATION=$${BENCH_DURATION:-300s} \
+	BENCH_NO_PGBENCH=1 BENCH_PAIRS=10 bench/run.sh
 
 lint:
 	bash -n scripts/*.sh .ci/run

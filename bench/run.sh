@@ -133,8 +133,23 @@ run() {
     BENCH_RUN=w BENCH_OFFSET=0 wrk -t"$threads" -c"$conns" \
         -d"$warmup" -s "$top/bench/$script" "$url" >/dev/null
     psql -d "$conninfo" -c 'SELECT pg_stat_statements_reset()' >/dev/null
+
+    # worker RSS every 5 s during the measured run (make soak reads it)
+    (
+        while sleep 5; do
+            printf '%s' "$name"
+            for w in $workers; do
+                printf ' %s' "$(awk '/VmRSS/ {print $2}' "/proc/$w/status")"
+            done
+            echo
+        done
+    ) >>"$out/rss" 2>/dev/null &
+    local sampler=$!
+
     BENCH_RUN=m BENCH_OFFSET=500000 wrk -t"$threads" -c"$conns" \
         -d"$duration" --latency -s "$top/bench/$script" "$url" >"$log"
+    kill "$sampler" 2>/dev/null || true
+    wait "$sampler" 2>/dev/null || true
     local rps p50 p99 non2xx
     rps=$(awk '/^Requests\/sec/ {print $2}' "$log")
     p50=$(sed -n 's/^BENCH p50=\([0-9.]*\).*/\1/p' "$log")
@@ -153,6 +168,7 @@ run() {
 
 : >"$out/results"
 : >"$out/batches"
+: >"$out/rss"
 
 routes=" ${BENCH_ROUTES:-ceiling core_log channel_log logtank} "
 case $routes in *" ceiling "*) echo "bench: HTTP ceiling..."
@@ -223,10 +239,10 @@ printf '%-22s %10s %9s %9s %8s %12s %10s %12s\n' route req/s p50ms p99ms non2xx 
 while read -r name rps p50 p99 non2xx; do
     [ "$name" = ceiling ] && continue
     db=$(awk -v n="$name" '$1 == n {print $2}' "$out/pgbench")
-    printf '%-22s %10.0f %9.2f %9.2f %8s %12.0f %10.2f %12.2f\n' \
-        "$name" "$rps" "$p50" "$p99" "$non2xx" "$db" \
-        "$(awk -v a="$rps" -v b="$db" 'BEGIN {print a / b}')" \
-        "$(awk -v a="$rps" -v b="$ceiling" 'BEGIN {print a / b}')"
+    printf '%-22s %10.0f %9.2f %9.2f %8s %12s %10s %12s\n' \
+        "$name" "$rps" "$p50" "$p99" "$non2xx" "${db:--}" \
+        "$(awk -v a="$rps" -v b="$db" 'BEGIN { if (b) printf "%.2f", a / b; else print "-" }')" \
+        "$(awk -v a="$rps" -v b="$ceiling" 'BEGIN { if (b) printf "%.2f", a / b; else print "-" }')"
 done <"$out/results"
 while read -r name rps p50 p99 non2xx; do
     [ "$name" = ceiling ] || continue
@@ -237,4 +253,19 @@ echo
 echo "statements (measured run): route, statements, rows, mean rows per statement"
 sed 's/^/  /' "$out/batches"
 echo "peak RSS of each worker (VmHWM):$rss"
+if [ -s "$out/rss" ]; then
+    # per route: each worker's RSS in the first and last sample, and growth
+    awk '{ n = $1; if (!(n in first)) first[n] = $0; last[n] = $0 }
+         END { for (n in first) {
+                   split(first[n], f, " "); split(last[n], l, " ");
+                   line = "  " n ": RSS kB first -> last:";
+                   worst = 0;
+                   for (i = 2; i in f; i++) {
+                       g = (l[i] - f[i]) * 100 / f[i];
+                       if (g > worst) worst = g;
+                       line = line sprintf(" %d -> %d", f[i], l[i]);
+                   }
+                   print line sprintf(" (largest growth %.1f%%)", worst);
+               } }' "$out/rss"
+fi
 echo "error log: $alerts [alert]/[crit]/[emerg] lines"
