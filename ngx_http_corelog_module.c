@@ -649,6 +649,7 @@ ngx_http_corelog_init_process(ngx_cycle_t *cycle)
 static void
 ngx_http_corelog_exit_process(ngx_cycle_t *cycle)
 {
+    ngx_http_corelog_apis_log_rows(cycle);
     ngx_http_corelog_pg_exit_process(cycle);
     ngx_http_corelog_token_exit_process(cycle);
 }

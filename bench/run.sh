@@ -137,11 +137,13 @@ run() {
     # worker RSS every 5 s during the measured run (make soak reads it)
     (
         while sleep 5; do
-            printf '%s' "$name"
+            line=$name
             for w in $workers; do
-                printf ' %s' "$(awk '/VmRSS/ {print $2}' "/proc/$w/status")"
+                kb=$(awk '/VmRSS/ {print $2}' "/proc/$w/status" 2>/dev/null)
+                [ -n "$kb" ] || continue 2
+                line="$line $kb"
             done
-            echo
+            echo "$line"
         done
     ) >>"$out/rss" 2>/dev/null &
     local sampler=$!
@@ -225,6 +227,13 @@ for w in $workers; do
     rss="$rss $(awk '/VmHWM/ {print $2}' "/proc/$w/status" 2>/dev/null)kB"
 done
 
+# stop nginx: each worker logs how many rows its statements carried
+kill -QUIT "$(cat "$out/nginx.pid")"
+for _ in $(seq 100); do
+    [ -f "$out/nginx.pid" ] || break
+    sleep 0.1
+done
+
 alerts=$(grep -cE '\[(alert|crit|emerg)\]' "$out/error.log" || true)
 
 ceiling=$(awk '$1 == "ceiling" {print $2}' "$out/results")
@@ -252,6 +261,16 @@ done <"$out/results"
 echo
 echo "statements (measured run): route, statements, rows, mean rows per statement"
 sed 's/^/  /' "$out/batches"
+echo "rows per statement, all workers, warm-up included:"
+perl -ne '
+    next unless /rows per statement "(\w+)": (.*)/;
+    my ($s, $h) = ($1, $2);
+    for (split / /, $h) { my ($k, $v) = split /:/; $sum{$s}{$k} += $v;
+                          push @{$order{$s}}, $k unless $seen{$s}{$k}++ }
+    END { for my $s (sort keys %sum) {
+              print "  $s:", join("", map { " $_:$sum{$s}{$_}" }
+                                      @{$order{$s}}), "\n" } }
+' "$out/error.log"
 echo "peak RSS of each worker (VmHWM):$rss"
 if [ -s "$out/rss" ]; then
     # per route: each worker's RSS in the first and last sample, and growth

@@ -19,6 +19,8 @@ packages=(
     perl libdbd-pg-perl
     # `make run` prints a curl line
     curl
+    # make bench: the HTTP load generator
+    wrk
 )
 
 missing=()

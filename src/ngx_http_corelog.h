@@ -78,11 +78,15 @@ typedef struct {
  * in column 0; a plain statement takes the op's values as its parameters.
  */
 
+#define NGX_HTTP_CORELOG_HIST  8     /* 1, 2-3, 4-7, ... 64-127, 128+ rows */
+
+
 typedef struct {
     const char                  *name;
     const char                  *sql;
     ngx_uint_t                   nparams;         /* columns of one row */
     unsigned                     batched:1;
+    ngx_uint_t                   rows[NGX_HTTP_CORELOG_HIST]; /* a worker's */
 } ngx_http_corelog_stmt_t;
 
 
@@ -212,6 +216,7 @@ ngx_int_t ngx_http_corelog_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_corelog_error_handler(ngx_http_request_t *r);
 ngx_http_corelog_ctx_t *ngx_http_corelog_get_ctx(ngx_http_request_t *r);
 ngx_http_corelog_api_t *ngx_http_corelog_api_find(ngx_str_t *name);
+void ngx_http_corelog_apis_log_rows(ngx_cycle_t *cycle);
 void ngx_http_corelog_finalize(ngx_http_request_t *r, ngx_int_t rc);
 ngx_int_t ngx_http_corelog_request_id(ngx_http_request_t *r, ngx_str_t *id);
 
@@ -242,6 +247,8 @@ ngx_http_corelog_op_t *ngx_http_corelog_batch_op(ngx_http_request_t *r,
 ngx_int_t ngx_http_corelog_batch_post(ngx_http_corelog_op_t *op);
 void ngx_http_corelog_batch_run(void);
 void ngx_http_corelog_batch_send(ngx_http_corelog_pg_conn_t *pc);
+void ngx_http_corelog_batch_log_rows(ngx_log_t *log,
+    ngx_http_corelog_stmt_t *stmt);
 void ngx_http_corelog_batch_done(ngx_http_corelog_pg_conn_t *pc,
     ngx_int_t rc, PGresult *res);
 void ngx_http_corelog_batch_fail_queued(ngx_int_t rc);

@@ -111,7 +111,7 @@ static ngx_http_corelog_stmt_t  ngx_http_corelog_channel_stmt = {
     "        END"
     "   FROM checked c",
 
-    NGX_HTTP_CORELOG_CH_NCOLS, 1
+    NGX_HTTP_CORELOG_CH_NCOLS, 1, { 0 }
 };
 
 

@@ -95,7 +95,7 @@ static ngx_http_corelog_stmt_t  ngx_http_corelog_logtank_stmt = {
     "        EXISTS (SELECT 1 FROM inserted WHERE inserted.id = c.id)"
     "   FROM checked c",
 
-    NGX_HTTP_CORELOG_LT_NCOLS, 1
+    NGX_HTTP_CORELOG_LT_NCOLS, 1, { 0 }
 };
 
 

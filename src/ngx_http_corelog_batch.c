@@ -260,7 +260,52 @@ ngx_http_corelog_batch_take(ngx_http_corelog_pg_conn_t *pc)
         q = next;
     }
 
+    /* rows per statement, by powers of two: logged at worker exit */
+
+    for (n = 0; n < NGX_HTTP_CORELOG_HIST - 1 && pc->nops >> (n + 1); n++) {
+        /* void */
+    }
+
+    stmt->rows[n]++;
+
     ngx_http_corelog_batch_send(pc);
+}
+
+
+/* "corelog: rows per statement "x": 1:5 2-3:7 ..." for each statement */
+
+void
+ngx_http_corelog_batch_log_rows(ngx_log_t *log, ngx_http_corelog_stmt_t *stmt)
+{
+    u_char      *p, *last;
+    ngx_uint_t   i, any;
+    u_char       text[NGX_HTTP_CORELOG_HIST * (2 * NGX_INT_T_LEN + 8)];
+
+    p = text;
+    last = text + sizeof(text);
+    any = 0;
+
+    for (i = 0; i < NGX_HTTP_CORELOG_HIST; i++) {
+        any |= stmt->rows[i];
+
+        if (i == 0) {
+            p = ngx_slprintf(p, last, " 1:%ui", stmt->rows[i]);
+
+        } else if (i == NGX_HTTP_CORELOG_HIST - 1) {
+            p = ngx_slprintf(p, last, " %ui+:%ui", (ngx_uint_t) 1 << i,
+                             stmt->rows[i]);
+
+        } else {
+            p = ngx_slprintf(p, last, " %ui-%ui:%ui", (ngx_uint_t) 1 << i,
+                             ((ngx_uint_t) 2 << i) - 1, stmt->rows[i]);
+        }
+    }
+
+    if (any) {
+        ngx_log_error(NGX_LOG_NOTICE, log, 0,
+                      "corelog: rows per statement \"%s\":%*s",
+                      stmt->name, p - text, text);
+    }
 }
 
 

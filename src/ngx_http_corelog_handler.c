@@ -42,6 +42,19 @@ ngx_http_corelog_api_find(ngx_str_t *name)
 }
 
 
+/* at worker exit: how many rows each route's statements carried */
+
+void
+ngx_http_corelog_apis_log_rows(ngx_cycle_t *cycle)
+{
+    ngx_http_corelog_api_t  **api;
+
+    for (api = ngx_http_corelog_apis; *api; api++) {
+        ngx_http_corelog_batch_log_rows(cycle->log, (*api)->stmt);
+    }
+}
+
+
 ngx_http_corelog_ctx_t *
 ngx_http_corelog_get_ctx(ngx_http_request_t *r)
 {
