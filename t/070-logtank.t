@@ -265,8 +265,11 @@ $t->stop;
 # corelog_logtank_resource_types restricts the accepted set
 
 $t->write_conf(<<'EOF2');
+    log_format ids '$status $request_id';
+
     server {
         listen 127.0.0.1:%%PORT%%;
+        access_log %%DIR%%/ids.log ids;
 
         location = /v1/logtanks {
             corelog_auth_request /_auth;
@@ -286,7 +289,19 @@ is(post(tank(resource_type => 'LISTENER'))->{status}, 201,
    'an accepted type: 201');
 is(post(tank(resource_type => 'LOADBALANCER'))->{status}, 201,
    'the other accepted type: 201');
-is_error(post(tank(resource_type => 'BUCKET')), 400, qr/resource_type/);
+my $bucket = post(tank(resource_type => 'BUCKET'));
+is_error($bucket, 400, qr/resource_type/);
+
+# the request id is the access log's $request_id
+
+$r = post(tank());
+$t->stop;
+open my $fh, '<', $t->dir . '/ids.log' or die "ids.log: $!";
+my $log = join '', <$fh>;
+like($log, qr/^201 \Q$r->{json}{request_id}\E$/m,
+     'a 201: its request_id is in the access log');
+like($log, qr/^400 \Q$bucket->{json}{request_id}\E$/m,
+     'a 400: its request_id is in the access log');
 
 $t->done;
 done_testing;

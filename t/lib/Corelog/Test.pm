@@ -26,6 +26,17 @@ package Corelog::Test;
 # Environment: TEST_CORELOG_KEEP=1 keeps the temporary directory;
 # TEST_CORELOG_NGINX, TEST_CORELOG_MODULE, TEST_CORELOG_PG_BINDIR override
 # the nginx binary, the module .so and the PostgreSQL bin directory.
+#
+# TEST_CORELOG_VALGRIND=1 (`make valgrind`) runs nginx under valgrind's
+# memcheck (the master, its daemonising parent and every worker, each
+# logging to <dir>/valgrind.<pid>.log, with t/valgrind.supp), and done()
+# then checks those logs as one more test, "valgrind: no memory errors":
+# it fails on an error (invalid read/write/free, use of an uninitialised
+# value, a definite leak, ...) whose stack mentions ngx_http_corelog,
+# libjansson or libpq, and keeps the directory.  Other unsuppressed errors
+# are only shown (diag).  The harness's own waits (HTTP client timeouts,
+# nginx start, reload and stop) are multiplied by TEST_CORELOG_TIMEOUT_FACTOR
+# (default 5 under valgrind, else 1); what the tests assert is unchanged.
 
 use strict;
 use warnings;
@@ -51,6 +62,10 @@ our $TMP    = "$ROOT/t/tmp";
 our $NGINX  = $ENV{TEST_CORELOG_NGINX} // '/usr/sbin/nginx';
 our $MODULE = $ENV{TEST_CORELOG_MODULE}
     // "$ROOT/objs/ngx_http_corelog_module.so";
+
+our $VALGRIND = $ENV{TEST_CORELOG_VALGRIND} ? 1 : 0;
+our $TIMEOUT_FACTOR = $ENV{TEST_CORELOG_TIMEOUT_FACTOR} || ($VALGRIND ? 5 : 1);
+our $VALGRIND_SUPP = "$ROOT/t/valgrind.supp";
 
 my $IS_ROOT = $> == 0;
 my $JSON    = JSON::PP->new->utf8->canonical->allow_nonref;
@@ -560,12 +575,18 @@ sub run {
     $self->{ran} = 1;
     unlink "$d/nginx.pid";
 
-    my ($rc, $out) = $self->_run([$NGINX, '-p', "$d/", '-c', "$d/nginx.conf",
-                                  '-e', "$d/error.log"]);
+    my @cmd = ($NGINX, '-p', "$d/", '-c', "$d/nginx.conf",
+               '-e', "$d/error.log");
+    unshift @cmd, $self->_valgrind_cmd if $VALGRIND;
+
+    # Under valgrind the daemonising parent exits (and _run returns) after
+    # its leak check; the pid in nginx.pid is the daemon's (valgrind runs
+    # inside the process it checks, so the pids are nginx's own).
+    my ($rc, $out) = $self->_run(\@cmd);
     die "nginx failed to start (exit $rc):\n$out\n"
         . _tail($self->error_log) if $rc;
 
-    my $deadline = time + 5;
+    my $deadline = time + ($VALGRIND ? 30 : 5 * $TIMEOUT_FACTOR);
     my $pid;
     until ($pid = $self->_read_pid) {
         die "nginx did not write its pid file\n" . _tail($self->error_log)
@@ -586,6 +607,24 @@ sub run {
     return $self;
 }
 
+sub _valgrind_cmd {
+    my $self = shift;
+    die "TEST_CORELOG_VALGRIND: no $VALGRIND_SUPP\n" unless -f $VALGRIND_SUPP;
+    return ($ENV{TEST_CORELOG_VALGRIND_BIN} // 'valgrind',
+            '--tool=memcheck', '--trace-children=yes',
+            '--child-silent-after-fork=no', '--num-callers=30',
+            '--leak-check=full', '--show-leak-kinds=definite',
+            '--errors-for-leak-kinds=definite',
+            "--suppressions=$VALGRIND_SUPP",
+            "--log-file=$self->{dir}/valgrind.%p.log");
+}
+
+# Seconds scaled by TEST_CORELOG_TIMEOUT_FACTOR (valgrind).
+sub _t { $_[0] * $TIMEOUT_FACTOR }
+
+sub timeout_factor { $TIMEOUT_FACTOR }
+sub valgrind { $VALGRIND }
+
 sub nginx_pid { $_[0]{nginx_pid} }
 
 sub worker_pids {
@@ -596,6 +635,7 @@ sub worker_pids {
 # SIGHUP; returns true once new worker processes are up (and, unless
 # wait_old => 0, the old ones have exited: at most 5 s more), false if the
 # reload failed (an [emerg] after the HUP) or no new worker came in 5 s.
+# (These waits are multiplied by TEST_CORELOG_TIMEOUT_FACTOR.)
 sub reload {
     my ($self, %o) = @_;
     my $pid = $self->{nginx_pid} or die "reload: nginx is not running\n";
@@ -605,7 +645,7 @@ sub reload {
 
     kill 'HUP', $pid or die "reload: kill HUP $pid: $!\n";
 
-    my $deadline = time + 5;
+    my $deadline = time + _t(5);
     until (grep { !$old{$_} } _children($pid)) {
         return 0 if time > $deadline
                  || substr($self->error_log, $offset) =~ /\[emerg\]/;
@@ -613,29 +653,32 @@ sub reload {
     }
 
     if ($o{wait_old} // 1) {
-        $deadline = time + 5;
+        $deadline = time + _t(5);
         while (grep { $old{$_} } _children($pid)) {
             last if time > $deadline;
             sleep 0.02;
         }
     }
 
-    sleep 0.1;    # let the new workers initialise
+    sleep _t(0.1);    # let the new workers initialise
     return 1;
 }
 
-# SIGQUIT (graceful); TERM and then KILL if nginx has not exited in 10 s.
+# SIGQUIT (graceful); TERM and then KILL if nginx has not exited in 10 s
+# (times TEST_CORELOG_TIMEOUT_FACTOR: under valgrind every process runs its
+# leak check on the way out).  The master exits after all its workers.
 sub stop {
     my $self = shift;
     my $pid = delete $self->{nginx_pid} or return $self;
 
     my @workers = _children($pid);
     kill 'QUIT', $pid;
-    return $self if _wait_gone($pid, 10);
+    return $self if _wait_gone($pid, _t(10));
 
-    push @{$self->{problems}}, "nginx did not exit within 10 s of SIGQUIT";
+    push @{$self->{problems}},
+        "nginx did not exit within " . _t(10) . " s of SIGQUIT";
     kill 'TERM', $pid;
-    return $self if _wait_gone($pid, 3);
+    return $self if _wait_gone($pid, _t(3));
 
     kill 'KILL', $pid, @workers;
     _wait_gone($pid, 3);
@@ -693,6 +736,7 @@ sub _can_connect {
 #   body    => bytes; json => data (encoded; Content-Type application/json)
 #   raw     => the complete request text to send instead
 #   port    => TCP port (default $t->port); timeout => seconds (default 10)
+# (client timeouts are multiplied by TEST_CORELOG_TIMEOUT_FACTOR)
 sub _build_request {
     my ($self, $method, $uri, %o) = @_;
 
@@ -740,7 +784,8 @@ sub http_start {
 
     my $port = $o{port} // $self->{port};
     my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
-                                  Proto => 'tcp', Timeout => $o{timeout} // 10)
+                                  Proto => 'tcp',
+                                  Timeout => _t($o{timeout} // 10))
         or die "http: cannot connect to 127.0.0.1:$port: $@\n";
 
     my $req = $self->_build_request($method, $uri, %o);
@@ -759,7 +804,7 @@ sub http_finish {
 
     my $method = ${*$s}{corelog_method} // 'GET';
     my $sel = IO::Select->new($s);
-    my $deadline = time + ($o{timeout} // 10);
+    my $deadline = time + _t($o{timeout} // 10);
     my $raw = '';
 
     while (1) {
@@ -802,7 +847,7 @@ sub http_many {
         my $port = $ro{port} // $self->{port};
         my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
                                       PeerPort => $port, Proto => 'tcp',
-                                      Timeout => 10);
+                                      Timeout => _t(10));
         if (!$s) {
             $res[$i] = _error_result("cannot connect to port $port: $@");
             next;
@@ -815,7 +860,7 @@ sub http_many {
         $wsel->add($s);
     }
 
-    my $deadline = time + ($o{timeout} // 30);
+    my $deadline = time + _t($o{timeout} // 30);
 
     while ($rsel->count && (my $left = $deadline - time) > 0) {
         my ($r, $w) = IO::Select->select($rsel, $wsel->count ? $wsel : undef,
@@ -968,7 +1013,8 @@ sub _log_problems {
 }
 
 # Stop nginx, check its error log (one Test::More test, so call it before
-# done_testing), stop PostgreSQL and remove the directory.
+# done_testing; under valgrind a second one, the valgrind logs), stop
+# PostgreSQL and remove the directory.
 sub done {
     my $self = shift;
     return if $self->{done}++;
@@ -981,6 +1027,13 @@ sub _check {
 
     $self->stop;
 
+    $self->_check_error_log($name, $failures_only);
+    $self->_check_valgrind($failures_only) if $VALGRIND && $self->{ran};
+}
+
+sub _check_error_log {
+    my ($self, $name, $failures_only) = @_;
+
     my @p = $self->_log_problems;
     return unless @p || (-e "$self->{dir}/error.log" && !$failures_only);
 
@@ -988,6 +1041,103 @@ sub _check {
     Test::More::diag("  $_") for @p;
     Test::More::diag("error log tail ($self->{dir}/error.log):\n"
                      . _tail($self->error_log));
+}
+
+# The errors of valgrind's logs, as [ log file, error text ] (the text
+# without the "==pid== " prefixes): each error is one block of lines
+# between "==pid== " lines that are otherwise empty.
+my $VG_ERROR = qr/^(?:Invalid (?:read|write) of size
+                    |Invalid (?:free|delete|delete\[\]|realloc)\(\)
+                    |Mismatched free\(\)
+                    |Conditional jump or move depends on uninitialised
+                    |Use of uninitialised value
+                    |Syscall param .* (?:uninitialised|unaddressable)
+                    |Source and destination overlap
+                    |Argument '\w+' of function \w+ has a fishy
+                    |Jump to the invalid address
+                    |Process terminating with default action
+                    |.* bytes in .* blocks are definitely lost
+                    |Invalid \w+ )/x;
+
+my $VG_OURS = qr/ngx_http_corelog|libjansson|libpq/;
+
+sub _valgrind_errors {
+    my $self = shift;
+    my @errors;
+
+    for my $file (sort glob "$self->{dir}/valgrind.*.log") {
+        my $text = _slurp($file) // next;
+        my @block;
+        my $flush = sub {
+            push @errors, [ $file, join "\n", @block ]
+                if @block && $block[0] =~ $VG_ERROR;
+            @block = ();
+        };
+        for my $line (split /\n/, $text) {
+            if ($line =~ /^==\d+==(?: (.*))?$/) {
+                my $l = $1 // '';
+                if ($l =~ /^\s*$/) { $flush->() } else { push @block, $l }
+            } else {
+                $flush->();    # --pid-- messages, ...
+            }
+        }
+        $flush->();
+    }
+
+    return @errors;
+}
+
+# One test, "valgrind: no memory errors": none of the errors that valgrind
+# logged (and t/valgrind.supp does not suppress) may involve the module or
+# the libraries it drives (jansson, libpq).
+sub _check_valgrind {
+    my ($self, $failures_only) = @_;
+    my $name = 'valgrind: no memory errors';
+
+    my @logs = glob "$self->{dir}/valgrind.*.log";
+    if (!@logs) {
+        Test::More::ok(0, $name);
+        Test::More::diag("no valgrind logs in $self->{dir}: did nginx run "
+                         . "under valgrind?");
+        $self->{keep} = 1;
+        return;
+    }
+
+    # The same error in every worker (or several times) is shown once.
+    my (%seen, @ours, @other);
+    for my $e ($self->_valgrind_errors) {
+        my ($file, $text) = @$e;
+        (my $key = $text) =~ s/0x[0-9A-Fa-f]+/0x/g;
+        $key =~ s/^\d[\d,]* (?:\(\d[\d,]* direct, \d[\d,]* indirect\) )?bytes in [\d,]+ blocks/N bytes/;
+        $key =~ s/loss record [\d,]+ of [\d,]+/loss record/;
+        next if $seen{$key}++;
+        push @{ $text =~ $VG_OURS ? \@ours : \@other },
+            [ basename($file), $text ];
+    }
+
+    if (@other) {
+        Test::More::diag(scalar(@other) . " unsuppressed valgrind error(s) "
+            . "outside the module (not a failure; a suppression for "
+            . "t/valgrind.supp?):");
+        Test::More::diag(_vg_excerpt(@$_)) for @other[0 .. _min($#other, 4)];
+    }
+
+    return if !@ours && $failures_only;
+    Test::More::ok(!@ours, $name) and return;
+
+    $self->{keep} = 1;
+    Test::More::diag(scalar(@ours) . " valgrind error(s) in the module, "
+                     . "libjansson or libpq (logs kept in $self->{dir}):");
+    Test::More::diag(_vg_excerpt(@$_)) for @ours;
+}
+
+sub _min { $_[0] < $_[1] ? $_[0] : $_[1] }
+
+sub _vg_excerpt {
+    my ($file, $text) = @_;
+    my @l = split /\n/, $text;
+    splice @l, 60, @l - 60, '...' if @l > 61;
+    return "$file:\n" . join '', map { "    $_\n" } @l;
 }
 
 sub _cleanup {
@@ -999,7 +1149,7 @@ sub _cleanup {
 
     unlink @{$self->{ports}};
 
-    if ($ENV{TEST_CORELOG_KEEP}) {
+    if ($ENV{TEST_CORELOG_KEEP} || $self->{keep}) {
         Test::More::diag("kept $self->{dir}");
     } else {
         remove_tree($self->{dir});
