@@ -590,9 +590,8 @@ ngx_http_corelog_resource_types(ngx_conf_t *cf, ngx_command_t *cmd,
 {
     ngx_http_corelog_loc_conf_t  *clcf = conf;
 
-    u_char      ch;
     ngx_str_t  *value, *type;
-    ngx_uint_t  i, j;
+    ngx_uint_t  i;
 
     if (clcf->resource_types != NGX_CONF_UNSET_PTR) {
         return "is duplicate";
@@ -608,18 +607,7 @@ ngx_http_corelog_resource_types(ngx_conf_t *cf, ngx_command_t *cmd,
 
     for (i = 1; i < cf->args->nelts; i++) {
 
-        for (j = 0; j < value[i].len; j++) {
-            ch = value[i].data[j];
-
-            if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z')
-                  || (ch >= '0' && ch <= '9') || ch == '_' || ch == '-'
-                  || ch == '.'))
-            {
-                break;
-            }
-        }
-
-        if (value[i].len == 0 || value[i].len > 64 || j != value[i].len) {
+        if (ngx_http_corelog_identifier(&value[i], 64) != NGX_OK) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "corelog: invalid resource type \"%V\": "
                                "1 to 64 letters, digits, \"_\", \"-\", "

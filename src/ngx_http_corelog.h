@@ -301,6 +301,7 @@ ngx_int_t ngx_http_corelog_utf8_length(ngx_str_t *s);
 ngx_int_t ngx_http_corelog_random(u_char *buf, size_t len);
 ngx_str_t *ngx_http_corelog_header_find(ngx_list_t *headers,
     const char *name);
+ngx_int_t ngx_http_corelog_identifier(ngx_str_t *s, size_t max);
 
 
 #endif /* _NGX_HTTP_CORELOG_H_INCLUDED_ */

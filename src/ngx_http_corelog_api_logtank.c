@@ -204,23 +204,13 @@ static ngx_int_t
 ngx_http_corelog_logtank_type(ngx_http_request_t *r, ngx_str_t *type,
     ngx_http_corelog_error_t *err)
 {
-    u_char                        ch;
     ngx_str_t                    *allowed;
     ngx_uint_t                    i;
     ngx_http_corelog_loc_conf_t  *llcf;
 
-    for (i = 0; i < type->len; i++) {
-        ch = type->data[i];
-
-        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z')
-              || (ch >= '0' && ch <= '9') || ch == '_' || ch == '-'
-              || ch == '.'))
-        {
-            break;
-        }
-    }
-
-    if (type->len == 0 || i != type->len) {
+    if (ngx_http_corelog_identifier(type, NGX_HTTP_CORELOG_LT_TYPE_MAX)
+        != NGX_OK)
+    {
         ngx_http_corelog_error_field(err, "resource_type",
                                      "resource_type must be 1 to 64 "
                                      "letters, digits, '_', '-' or '.'");

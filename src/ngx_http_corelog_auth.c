@@ -18,7 +18,7 @@ static ngx_int_t ngx_http_corelog_auth_done(ngx_http_request_t *sr,
     void *data, ngx_int_t rc);
 static ngx_int_t ngx_http_corelog_auth_headers(ngx_http_request_t *r,
     ngx_http_request_t *sr);
-static ngx_int_t ngx_http_corelog_auth_name(ngx_str_t *s);
+static ngx_int_t ngx_http_corelog_auth_printable(ngx_str_t *s);
 
 
 ngx_int_t
@@ -266,12 +266,12 @@ ngx_http_corelog_auth_verdict(ngx_http_request_t *r,
             msg = (u_char *) "X-Corelog-Account is not a UUID";
 
         } else if (a->domain.len
-                   && ngx_http_corelog_auth_name(&a->domain) != NGX_OK)
+                   && ngx_http_corelog_identifier(&a->domain, 64) != NGX_OK)
         {
             msg = (u_char *) "invalid X-Corelog-Domain";
 
         } else if (a->project.len
-                   && ngx_http_corelog_auth_name(&a->project) != NGX_OK)
+                   && ngx_http_corelog_identifier(&a->project, 64) != NGX_OK)
         {
             msg = (u_char *) "invalid X-Corelog-Project";
         }
@@ -309,7 +309,7 @@ ngx_http_corelog_auth_verdict(ngx_http_request_t *r,
         ngx_http_corelog_error_set(err, a->status, NULL);
 
         if (a->error.len && a->error.len <= 200
-            && ngx_http_corelog_auth_name(&a->error) != NGX_ERROR)
+            && ngx_http_corelog_auth_printable(&a->error) == NGX_OK)
         {
             err->message = a->error;
         }
@@ -329,35 +329,18 @@ ngx_http_corelog_auth_verdict(ngx_http_request_t *r,
 }
 
 
-/*
- * Identity values: letters, digits, '_', '-', '.', 1..64 of them (NGX_OK);
- * for messages, printable ASCII is enough (NGX_DECLINED).
- */
+/* a message from the auth service: printable ASCII only */
 
 static ngx_int_t
-ngx_http_corelog_auth_name(ngx_str_t *s)
+ngx_http_corelog_auth_printable(ngx_str_t *s)
 {
-    u_char      ch;
-    ngx_int_t   rc;
     ngx_uint_t  i;
 
-    rc = (s->len <= 64) ? NGX_OK : NGX_DECLINED;
-
     for (i = 0; i < s->len; i++) {
-        ch = s->data[i];
-
-        if (ch < 0x20 || ch > 0x7e) {
-            return NGX_ERROR;
+        if (s->data[i] < 0x20 || s->data[i] > 0x7e) {
+            return NGX_DECLINED;
         }
-
-        if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z')
-            || (ch >= '0' && ch <= '9') || ch == '_' || ch == '-' || ch == '.')
-        {
-            continue;
-        }
-
-        rc = NGX_DECLINED;
     }
 
-    return rc;
+    return NGX_OK;
 }

@@ -224,3 +224,29 @@ ngx_http_corelog_header_find(ngx_list_t *headers, const char *name)
         }
     }
 }
+
+
+/* 1..max of letters, digits, '_', '-', '.': NGX_OK, else NGX_DECLINED */
+
+ngx_int_t
+ngx_http_corelog_identifier(ngx_str_t *s, size_t max)
+{
+    u_char  ch, *p, *last;
+
+    if (s->len == 0 || s->len > max) {
+        return NGX_DECLINED;
+    }
+
+    for (p = s->data, last = p + s->len; p < last; p++) {
+        ch = *p;
+
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z')
+              || (ch >= '0' && ch <= '9') || ch == '_' || ch == '-'
+              || ch == '.'))
+        {
+            return NGX_DECLINED;
+        }
+    }
+
+    return NGX_OK;
+}

@@ -614,7 +614,7 @@ sub _valgrind_cmd {
             '--tool=memcheck', '--trace-children=yes',
             '--child-silent-after-fork=no', '--num-callers=30',
             '--leak-check=full', '--show-leak-kinds=definite',
-            '--errors-for-leak-kinds=definite',
+            '--errors-for-leak-kinds=definite', '--vgdb=no',
             "--suppressions=$VALGRIND_SUPP",
             "--log-file=$self->{dir}/valgrind.%p.log");
 }
@@ -1046,18 +1046,21 @@ sub _check_error_log {
 # The errors of valgrind's logs, as [ log file, error text ] (the text
 # without the "==pid== " prefixes): each error is one block of lines
 # between "==pid== " lines that are otherwise empty.
-my $VG_ERROR = qr/^(?:Invalid (?:read|write) of size
-                    |Invalid (?:free|delete|delete\[\]|realloc)\(\)
-                    |Mismatched free\(\)
-                    |Conditional jump or move depends on uninitialised
-                    |Use of uninitialised value
-                    |Syscall param .* (?:uninitialised|unaddressable)
-                    |Source and destination overlap
-                    |Argument '\w+' of function \w+ has a fishy
-                    |Jump to the invalid address
-                    |Process terminating with default action
-                    |.* bytes in .* blocks are definitely lost
-                    |Invalid \w+ )/x;
+my $VG_ERROR = join '|', map { "(?:$_)" } (
+    'Invalid (?:read|write) of size',
+    'Invalid (?:free|delete|delete\[\]|realloc)\(\)',
+    'Mismatched free\(\)',
+    'Conditional jump or move depends on uninitialised',
+    'Use of uninitialised value',
+    'Syscall param .* (?:uninitialised|unaddressable)',
+    'Source and destination overlap',
+    "Argument '\\w+' of function \\w+ has a fishy",
+    'Jump to the invalid address',
+    'Process terminating with default action',
+    '[\d,]+ (?:\([^)]*\) )?bytes in [\d,]+ blocks are definitely lost',
+    'Invalid \w+ ',
+);
+$VG_ERROR = qr/^(?:$VG_ERROR)/;
 
 my $VG_OURS = qr/ngx_http_corelog|libjansson|libpq/;
 
