@@ -37,6 +37,9 @@ package Corelog::Test;
 # are only shown (diag).  The harness's own waits (HTTP client timeouts,
 # nginx start, reload and stop) are multiplied by TEST_CORELOG_TIMEOUT_FACTOR
 # (default 5 under valgrind, else 1); what the tests assert is unchanged.
+# TEST_CORELOG_VALGRIND_OPTS adds valgrind options (after the harness's:
+# e.g. "--show-leak-kinds=all" to see the other leak kinds in the logs,
+# with TEST_CORELOG_KEEP=1); TEST_CORELOG_VALGRIND_BIN names valgrind.
 
 use strict;
 use warnings;
@@ -614,9 +617,21 @@ sub _valgrind_cmd {
             '--tool=memcheck', '--trace-children=yes',
             '--child-silent-after-fork=no', '--num-callers=30',
             '--leak-check=full', '--show-leak-kinds=definite',
-            '--errors-for-leak-kinds=definite', '--vgdb=no',
+            '--errors-for-leak-kinds=definite',
+            # no gdbserver FIFOs in /tmp (the workers, nobody, could not
+            # remove the ones valgrind made for them as root)
+            '--vgdb=no',
+            # a worker dlclose()s the module (and so libpq, libjansson)
+            # before it exits: without this the leak check's stacks would
+            # show "???" for their frames
+            '--keep-debuginfo=yes',
+            # an uninitialised value that the module allocated and nginx
+            # uses (writes to a socket...) names the module's frames only
+            # in its origin
+            '--track-origins=yes',
             "--suppressions=$VALGRIND_SUPP",
-            "--log-file=$self->{dir}/valgrind.%p.log");
+            "--log-file=$self->{dir}/valgrind.%p.log",
+            split(' ', $ENV{TEST_CORELOG_VALGRIND_OPTS} // ''));
 }
 
 # Seconds scaled by TEST_CORELOG_TIMEOUT_FACTOR (valgrind).
