@@ -314,6 +314,9 @@ sub _dsn {
     return "dbi:Pg:dbname=$db;host=127.0.0.1;port=$self->{pg_port}";
 }
 
+# The directory of PostgreSQL's unix socket (for host=<dir> conninfos).
+sub pg_socket_dir { $_[0]{pg_sockdir} // $_[0]{dir} }
+
 sub pg_conninfo {
     my $self = shift;
     return "host=127.0.0.1 port=$self->{pg_port} dbname=corelog "
