@@ -10,15 +10,22 @@
 #include "ngx_http_corelog.h"
 
 
-static void ngx_http_corelog_json_cleanup(void *data);
+static void *ngx_http_corelog_json_alloc(size_t size);
+static void ngx_http_corelog_json_free(void *p);
 static ngx_int_t ngx_http_corelog_json_body(ngx_http_request_t *r,
     ngx_str_t *body);
 static u_char *ngx_http_corelog_out_reserve(ngx_http_corelog_out_t *out,
     size_t size);
 
 
+/* jansson allocates from this pool while it parses a request body */
+static ngx_pool_t  *ngx_http_corelog_json_pool;
+
+
 /*
- * Parses the request body into a JSON object owned by the request pool.
+ * Parses the request body into a JSON object owned by the request pool:
+ * jansson's allocator is pointed at r->pool for the parse only, and the
+ * values are never freed one by one (the pool goes with the request).
  * NGX_DECLINED with err filled for a client fault, NGX_ERROR otherwise.
  */
 
@@ -30,7 +37,8 @@ ngx_http_corelog_json_parse(ngx_http_request_t *r, json_t **root,
     ngx_int_t            rc;
     ngx_str_t            body;
     json_error_t         jerr;
-    ngx_pool_cleanup_t  *cln;
+    json_free_t          saved_free;
+    json_malloc_t        saved_malloc;
     u_char               text[JSON_ERROR_TEXT_LENGTH + 64];
 
     rc = ngx_http_corelog_json_body(r, &body);
@@ -45,13 +53,16 @@ ngx_http_corelog_json_parse(ngx_http_request_t *r, json_t **root,
         return NGX_DECLINED;
     }
 
-    cln = ngx_pool_cleanup_add(r->pool, 0);
-    if (cln == NULL) {
-        return NGX_ERROR;
-    }
+    json_get_alloc_funcs(&saved_malloc, &saved_free);
+    json_set_alloc_funcs(ngx_http_corelog_json_alloc,
+                         ngx_http_corelog_json_free);
+    ngx_http_corelog_json_pool = r->pool;
 
     json = json_loadb((const char *) body.data, body.len,
                       JSON_REJECT_DUPLICATES|JSON_DECODE_ANY, &jerr);
+
+    ngx_http_corelog_json_pool = NULL;
+    json_set_alloc_funcs(saved_malloc, saved_free);
 
     if (json == NULL) {
         switch (json_error_code(&jerr)) {
@@ -92,9 +103,6 @@ ngx_http_corelog_json_parse(ngx_http_request_t *r, json_t **root,
         return NGX_DECLINED;
     }
 
-    cln->handler = ngx_http_corelog_json_cleanup;
-    cln->data = json;
-
     if (!json_is_object(json)) {
         ngx_http_corelog_error_set(err, NGX_HTTP_BAD_REQUEST,
                                    "Request body must be a JSON object");
@@ -107,10 +115,17 @@ ngx_http_corelog_json_parse(ngx_http_request_t *r, json_t **root,
 }
 
 
-static void
-ngx_http_corelog_json_cleanup(void *data)
+static void *
+ngx_http_corelog_json_alloc(size_t size)
 {
-    json_decref((json_t *) data);
+    return ngx_palloc(ngx_http_corelog_json_pool, size);
+}
+
+
+static void
+ngx_http_corelog_json_free(void *p)
+{
+    /* freed with the request pool */
 }
 
 
