@@ -247,7 +247,7 @@ printf '%-22s %10s %9s %9s %8s %12s %10s %12s\n' route req/s p50ms p99ms non2xx 
     'db-ceiling' '÷db' '÷http'
 while read -r name rps p50 p99 non2xx; do
     [ "$name" = ceiling ] && continue
-    db=$(awk -v n="$name" '$1 == n {print $2}' "$out/pgbench")
+    db=$(awk -v n="$name" '$1 == n {printf "%.0f", $2}' "$out/pgbench")
     printf '%-22s %10.0f %9.2f %9.2f %8s %12s %10s %12s\n' \
         "$name" "$rps" "$p50" "$p99" "$non2xx" "${db:--}" \
         "$(awk -v a="$rps" -v b="$db" 'BEGIN { if (b) printf "%.2f", a / b; else print "-" }')" \
