@@ -251,6 +251,10 @@ void ngx_http_corelog_batch_log_rows(ngx_log_t *log,
     ngx_http_corelog_stmt_t *stmt);
 void ngx_http_corelog_batch_done(ngx_http_corelog_pg_conn_t *pc,
     ngx_int_t rc, PGresult *res);
+void ngx_http_corelog_batch_detach(ngx_http_corelog_pg_conn_t *pc,
+    PGresult *res, ngx_queue_t *done);
+void ngx_http_corelog_batch_answer(ngx_queue_t *done, ngx_int_t rc,
+    PGresult *res);
 void ngx_http_corelog_batch_fail_queued(ngx_int_t rc);
 ngx_int_t ngx_http_corelog_batch_init_process(ngx_cycle_t *cycle,
     ngx_http_corelog_main_conf_t *cmcf);

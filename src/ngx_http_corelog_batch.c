@@ -502,20 +502,32 @@ void
 ngx_http_corelog_batch_done(ngx_http_corelog_pg_conn_t *pc, ngx_int_t rc,
     PGresult *res)
 {
+    ngx_queue_t  done;
+
+    ngx_http_corelog_batch_detach(pc, res, &done);
+    ngx_http_corelog_batch_answer(&done, rc, res);
+}
+
+
+/*
+ * Moves the ops of pc's statement to the list done, each with its row of
+ * res; pc is free for the next statement once this returns.
+ */
+
+void
+ngx_http_corelog_batch_detach(ngx_http_corelog_pg_conn_t *pc, PGresult *res,
+    ngx_queue_t *done)
+{
     int                     row, rows;
     ngx_int_t               ord;
     ngx_uint_t              i, n;
-    ngx_queue_t             done, *q;
+    ngx_queue_t            *q;
     ngx_http_corelog_op_t  *op;
+
+    ngx_queue_init(done);
 
     n = pc->nops;
     pc->nops = 0;
-
-    if (n == 0) {
-        return;
-    }
-
-    ngx_queue_init(&done);
 
     for (i = 0; i < n; i++) {
         op = pc->ops[i];
@@ -528,45 +540,57 @@ ngx_http_corelog_batch_done(ngx_http_corelog_pg_conn_t *pc, ngx_int_t rc,
         op->state = NGX_HTTP_CORELOG_OP_DISPATCH;
         op->conn = NULL;
         op->row = -1;
-        ngx_queue_insert_tail(&done, &op->queue);
+        ngx_queue_insert_tail(done, &op->queue);
 
-        if (res == NULL) {
-            continue;
-        }
-
-        if (!op->stmt->batched) {
+        if (res && !op->stmt->batched) {
             op->row = PQntuples(res) ? 0 : -1;
         }
     }
 
-    if (res && !ngx_queue_empty(&done)) {
-        op = ngx_queue_data(ngx_queue_head(&done), ngx_http_corelog_op_t,
-                            queue);
+    if (res == NULL || ngx_queue_empty(done)) {
+        return;
+    }
 
-        if (op->stmt->batched) {
-            rows = PQntuples(res);
+    op = ngx_queue_data(ngx_queue_head(done), ngx_http_corelog_op_t, queue);
 
-            for (q = ngx_queue_head(&done);
-                 q != ngx_queue_sentinel(&done);
-                 q = ngx_queue_next(q))
-            {
-                op = ngx_queue_data(q, ngx_http_corelog_op_t, queue);
+    if (!op->stmt->batched) {
+        return;
+    }
 
-                for (row = 0; row < rows; row++) {
-                    ord = ngx_atoi((u_char *) PQgetvalue(res, row, 0),
-                                   PQgetlength(res, row, 0));
+    /* column 0 is the op's ordinal in the statement, its slot */
 
-                    if (ord == (ngx_int_t) op->slot) {
-                        op->row = row;
-                        break;
-                    }
-                }
+    rows = PQntuples(res);
+
+    for (q = ngx_queue_head(done);
+         q != ngx_queue_sentinel(done);
+         q = ngx_queue_next(q))
+    {
+        op = ngx_queue_data(q, ngx_http_corelog_op_t, queue);
+
+        for (row = 0; row < rows; row++) {
+            ord = ngx_atoi((u_char *) PQgetvalue(res, row, 0),
+                           PQgetlength(res, row, 0));
+
+            if (ord == (ngx_int_t) op->slot) {
+                op->row = row;
+                break;
             }
         }
     }
+}
 
-    while (!ngx_queue_empty(&done)) {
-        q = ngx_queue_head(&done);
+
+/* answers the detached ops: their handlers finalize their requests */
+
+void
+ngx_http_corelog_batch_answer(ngx_queue_t *done, ngx_int_t rc,
+    PGresult *res)
+{
+    ngx_queue_t            *q;
+    ngx_http_corelog_op_t  *op;
+
+    while (!ngx_queue_empty(done)) {
+        q = ngx_queue_head(done);
         ngx_queue_remove(q);
 
         op = ngx_queue_data(q, ngx_http_corelog_op_t, queue);

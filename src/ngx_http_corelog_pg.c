@@ -918,10 +918,11 @@ ngx_http_corelog_pg_recv(ngx_http_corelog_pg_conn_t *pc)
 static void
 ngx_http_corelog_pg_done(ngx_http_corelog_pg_conn_t *pc)
 {
-    char       *state;
-    ngx_int_t   rc;
-    ngx_str_t   msg;
-    PGresult   *res, *error;
+    char         *state;
+    ngx_int_t     rc;
+    ngx_str_t     msg;
+    PGresult     *res, *error;
+    ngx_queue_t   done;
 
     if (pc->c->read->timer_set) {
         ngx_del_timer(pc->c->read);
@@ -968,7 +969,14 @@ ngx_http_corelog_pg_done(ngx_http_corelog_pg_conn_t *pc)
         pc->log.action = "idle";
     }
 
-    ngx_http_corelog_batch_done(pc, rc, rc == NGX_OK ? res : NULL);
+    /*
+     * The next statement goes out before this one's answers are written:
+     * PostgreSQL works on it while nginx answers.
+     */
+
+    ngx_http_corelog_batch_detach(pc, rc == NGX_OK ? res : NULL, &done);
+    ngx_http_corelog_batch_run();
+    ngx_http_corelog_batch_answer(&done, rc, rc == NGX_OK ? res : NULL);
 
     if (res) {
         PQclear(res);
