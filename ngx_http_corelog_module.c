@@ -92,6 +92,13 @@ static ngx_command_t  ngx_http_corelog_commands[] = {
       offsetof(ngx_http_corelog_main_conf_t, connect_timeout),
       NULL },
 
+    { ngx_string("corelog_prepared_statements"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_corelog_main_conf_t, prepare),
+      NULL },
+
     { ngx_string("corelog_token_cache"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
       ngx_http_corelog_token_cache,
@@ -212,6 +219,7 @@ ngx_http_corelog_create_main_conf(ngx_conf_t *cf)
     cmcf->connect_timeout = NGX_CONF_UNSET_MSEC;
     cmcf->token_cache_size = NGX_CONF_UNSET_UINT;
     cmcf->token_cache_ttl = NGX_CONF_UNSET_MSEC;
+    cmcf->prepare = NGX_CONF_UNSET;
 
     return cmcf;
 }
@@ -229,6 +237,7 @@ ngx_http_corelog_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_msec_value(cmcf->connect_timeout, 5000);
     ngx_conf_init_uint_value(cmcf->token_cache_size, 1024);
     ngx_conf_init_msec_value(cmcf->token_cache_ttl, 30000);
+    ngx_conf_init_value(cmcf->prepare, 1);
 
     if (cmcf->query_timeout == 0 || cmcf->connect_timeout == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,

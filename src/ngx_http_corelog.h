@@ -41,6 +41,7 @@ typedef struct {
     ngx_uint_t                   batch_max;       /* rows per statement */
     ngx_uint_t                   token_cache_size;
     ngx_msec_t                   token_cache_ttl;
+    ngx_flag_t                   prepare;         /* named statements */
     ngx_int_t                    request_id_index;  /* $request_id */
 } ngx_http_corelog_main_conf_t;
 

@@ -736,7 +736,14 @@ ngx_http_corelog_pg_send(ngx_http_corelog_pg_conn_t *pc,
 
     pc->state = NGX_HTTP_CORELOG_PG_BUSY;
 
-    if (pc->prepared & bit) {
+    if (!ngx_http_corelog_pg_conf->prepare) {
+        /* unnamed statements: for poolers without prepared statements */
+
+        pc->log.action = "running a statement";
+        sent = PQsendQueryParams(pc->conn, stmt->sql, nparams, NULL, values,
+                                 lengths, NULL, 0);
+
+    } else if (pc->prepared & bit) {
         ngx_log_debug3(NGX_LOG_DEBUG_HTTP, &pc->log, 0,
                        "corelog pg #%ui: execute \"%s\", %ui row(s)",
                        pc->index, stmt->name, pc->nops);

@@ -13,7 +13,8 @@ use IO::Socket::INET;
 use JSON::PP;
 use Corelog::Test;
 
-my $t = Corelog::Test->new;
+# every statement in the server log, to tell named from unnamed ones
+my $t = Corelog::Test->new(pg_conf => 'log_min_duration_statement = 0');
 
 my $acc = $t->make_account('acme');
 my $tok = $t->make_token($acc);
@@ -36,10 +37,23 @@ my @cases = (
         "postgresql://postgres\@127.0.0.1:$closed,127.0.0.1:$port/corelog"],
 );
 
+# and with unnamed statements (corelog_prepared_statements off)
+push @cases, ['unnamed statements',
+              "host=127.0.0.1 port=$port dbname=corelog user=postgres", 1];
+
 for my $case (@cases) {
-    my ($name, $conninfo) = @$case;
+    my ($name, $conninfo, $unnamed) = @$case;
     subtest $name => sub {
         $t->write_shipped_conf(conninfo => $conninfo);
+        if ($unnamed) {
+            my $conf = $t->nginx_conf;
+            $conf =~ s/(corelog_postgres [^\n]*\n)/$1    corelog_prepared_statements off;\n/
+                or die "no corelog_postgres line";
+            open my $fh, '>', $t->dir . '/nginx.conf' or die $!;
+            print $fh $conf;
+            close $fh;
+        }
+        my $log_from = length $t->pg_log;
         $t->run;
 
         my $ok = 0;
@@ -57,6 +71,18 @@ for my $case (@cases) {
             'SELECT count(*) FROM corelog.channel_logs WHERE label LIKE $1',
             undef, "$name %");
         is($n, 5, 'five rows');
+
+        # named statements are prepared once per connection; unnamed ones
+        # are parsed with every execution
+        my $log = substr $t->pg_log, $log_from;
+        if ($unnamed) {
+            like($log, qr/execute <unnamed>: WITH input AS/,
+                 'unnamed statements');
+            unlike($log, qr/execute channel_log_insert/, 'no named one');
+        } else {
+            like($log, qr/execute channel_log_insert/,
+                 'the named prepared statement');
+        }
 
         $t->stop;
     };
