@@ -44,6 +44,7 @@ subtest 'every directive with a value passes' => sub {
     corelog_query_timeout 2s;
     corelog_connect_timeout 500ms;
     corelog_token_cache 10 1m;
+    corelog_prepared_statements off;
 EOF2
     my ($rc, $out) = $t->nginx_test_conf;
     is($rc, 0, 'exit 0') or diag $out;
