@@ -13,19 +13,7 @@ use Corelog::Test;
 
 my $t = Corelog::Test->new(pg => 0);
 
-my $route = <<'EOF2';
-    server {
-        listen 127.0.0.1:%%PORT%%;
-        location ~ ^/core-log/(?<ts>[^/]*)$ {
-            corelog_auth_request /_auth;
-            corelog_api core_log $ts;
-        }
-        location = /_auth {
-            internal;
-            corelog_token_check bearer;
-        }
-    }
-EOF2
+my $route = Corelog::Test::core_log_server();
 
 my $pg = 'corelog_postgres "host=127.0.0.1 port=5432 dbname=corelog";';
 

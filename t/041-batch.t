@@ -15,23 +15,10 @@ use Corelog::Test;
 
 my $t = Corelog::Test->new;
 
-$t->write_conf(<<'EOF2');
+$t->write_conf(<<'EOF2' . Corelog::Test::core_log_server());
     corelog_connections 1;
     corelog_batch_max 50;
 
-    server {
-        listen 127.0.0.1:%%PORT%%;
-
-        location ~ ^/core-log/(?<ts>[^/]*)$ {
-            corelog_auth_request /_auth;
-            corelog_api core_log $ts;
-        }
-
-        location = /_auth {
-            internal;
-            corelog_token_check bearer;
-        }
-    }
 EOF2
 $t->run;
 

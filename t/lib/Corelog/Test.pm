@@ -314,6 +314,26 @@ sub _dsn {
     return "dbi:Pg:dbname=$db;host=127.0.0.1;port=$self->{pg_port}";
 }
 
+# A minimal server{} with the core-log route behind the built-in Bearer
+# token checker, for write_conf() (after the http-level directives).
+sub core_log_server {
+    return <<'EOF';
+    server {
+        listen 127.0.0.1:%%PORT%%;
+
+        location ~ ^/core-log/(?<ts>[^/]*)$ {
+            corelog_auth_request /_auth;
+            corelog_api core_log $ts;
+        }
+
+        location = /_auth {
+            internal;
+            corelog_token_check bearer;
+        }
+    }
+EOF
+}
+
 # The directory of PostgreSQL's unix socket (for host=<dir> conninfos).
 sub pg_socket_dir { $_[0]{pg_sockdir} // $_[0]{dir} }
 
