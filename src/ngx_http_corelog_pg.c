@@ -964,17 +964,34 @@ ngx_http_corelog_pg_done(ngx_http_corelog_pg_conn_t *pc)
     }
 
     if (PQtransactionStatus(pc->conn) != PQTRANS_IDLE) {
+
+        /* no COMMIT was seen: no write of this statement may be answered */
+
         ngx_log_error(NGX_LOG_ERR, &pc->log, 0,
                       "corelog: connection left in transaction state %d, "
                       "closing it", PQtransactionStatus(pc->conn));
 
-        ngx_http_corelog_pg_close(pc);
-        ngx_http_corelog_pg_retry(pc);
+        if (rc == NGX_OK) {
+            rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
 
-    } else {
-        pc->state = NGX_HTTP_CORELOG_PG_IDLE;
-        pc->log.action = "idle";
+        ngx_http_corelog_batch_detach(pc, NULL, &done);
+        ngx_http_corelog_pg_lost(pc, rc);
+        ngx_http_corelog_batch_answer(&done, rc, NULL);
+
+        if (res) {
+            PQclear(res);
+        }
+
+        if (error) {
+            PQclear(error);
+        }
+
+        return;
     }
+
+    pc->state = NGX_HTTP_CORELOG_PG_IDLE;
+    pc->log.action = "idle";
 
     /*
      * The next statement goes out before this one's answers are written:
