@@ -282,6 +282,7 @@ ngx_http_corelog_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_corelog_loc_conf_t *prev = parent;
     ngx_http_corelog_loc_conf_t *conf = child;
 
+    ngx_http_core_loc_conf_t      *hlcf;
     ngx_http_corelog_main_conf_t  *cmcf;
 
     if (conf->auth_uri.len == NGX_CONF_UNSET_SIZE) {
@@ -314,6 +315,23 @@ ngx_http_corelog_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                                "\"corelog_postgres\" at the http level",
                                &conf->api->name);
             return NGX_CONF_ERROR;
+        }
+
+        /* a body in a temporary file is read back with a blocking read */
+
+        hlcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+        if (hlcf->client_max_body_size == 0
+            || (off_t) hlcf->client_body_buffer_size
+               < hlcf->client_max_body_size)
+        {
+            ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                               "corelog: \"client_body_buffer_size\" %uz is "
+                               "smaller than \"client_max_body_size\" %O: "
+                               "larger bodies are written to a temporary "
+                               "file and read back with a blocking read",
+                               hlcf->client_body_buffer_size,
+                               hlcf->client_max_body_size);
         }
     }
 

@@ -23,6 +23,19 @@ subtest 'the shipped configuration passes nginx -t' => sub {
     is($rc, 0, 'exit 0') or diag $out;
 };
 
+subtest 'a body buffer smaller than the body limit: a warning' => sub {
+    $t->write_conf("$pg client_max_body_size 1m; client_body_buffer_size 16k;"
+                   . $route, no_postgres => 1);
+    my ($rc, $out) = $t->nginx_test_conf;
+    is($rc, 0, 'exit 0') or diag $out;
+    like($out, qr/\[warn\].*corelog: "client_body_buffer_size" 16384 is smaller than "client_max_body_size" 1048576/,
+         'warns that bodies would be read back from a file');
+
+    $t->write_shipped_conf(conninfo => 'host=127.0.0.1 dbname=corelog');
+    ($rc, $out) = $t->nginx_test_conf;
+    unlike($out, qr/\[warn\]/, 'the shipped configuration does not warn');
+};
+
 subtest 'every directive with a value passes' => sub {
     $t->write_conf(<<"EOF2" . $route, no_postgres => 1);
     $pg

@@ -179,7 +179,6 @@ for my $case (@bodies) {
 
 # 404: [name, changes, message]; checked in the order of the messages
 
-my $foreign = $t->make_request_response($o->{traffic_source_id});
 my ($rq2, $rs2) = $t->make_request_response($s2->{traffic_source_id});
 
 my @missing = (
