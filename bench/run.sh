@@ -33,13 +33,15 @@ if [ "$(id -u)" = 0 ]; then
     as_pg=(runuser -u postgres --)
 fi
 
-cleanup() {
+stop() {
     [ -f "$out/nginx.pid" ] && kill -QUIT "$(cat "$out/nginx.pid")" 2>/dev/null || true
     "${as_pg[@]}" "$pgbin/pg_ctl" -D "$out/pg" -m fast -w stop >/dev/null 2>&1 || true
 }
+# BENCH_KEEP=1 leaves both running after the run (to profile by hand)
+cleanup() { [ -n "${BENCH_KEEP:-}" ] || stop; }
 trap cleanup EXIT
 
-cleanup
+stop
 rm -rf "$out"
 mkdir -p "$out/tmp"
 chmod 777 "$out" "$out/tmp"
@@ -58,9 +60,10 @@ shared_buffers = 512MB
 max_connections = 200
 shared_preload_libraries = 'pg_stat_statements'
 EOC
+[ -n "${BENCH_PGCONF:-}" ] && printf '%s\n' "$BENCH_PGCONF" >>"$out/pg/postgresql.conf"
 "${as_pg[@]}" "$pgbin/pg_ctl" -D "$out/pg" -l "$out/postgres.log" -w start >/dev/null
 
-conninfo="host=127.0.0.1 port=$pgport dbname=corelog user=postgres"
+conninfo="host=${BENCH_PGHOST:-127.0.0.1} port=$pgport dbname=corelog user=postgres"
 psql() { command psql -X -q -v ON_ERROR_STOP=1 "$@"; }
 psql -d "host=127.0.0.1 port=$pgport dbname=postgres user=postgres" \
     -c 'CREATE DATABASE corelog'
@@ -125,6 +128,44 @@ export BENCH_TS=$ts BENCH_CP=$cp BENCH_CHANNEL=$ch BENCH_GROUP=$grp \
        BENCH_STREAM=$stream BENCH_TOKEN=$token BENCH_THREADS=$threads
 
 url=http://127.0.0.1:$port
+# for running wrk by hand against a kept bench (BENCH_KEEP=1)
+declare -p BENCH_TS BENCH_CP BENCH_CHANNEL BENCH_GROUP BENCH_STREAM \
+    BENCH_TOKEN BENCH_THREADS >"$out/env"
+
+# CPU ticks so far: nginx workers, PostgreSQL (postmaster and children),
+# all CPUs busy, all CPUs idle, wall clock (in ticks)
+postmaster=$(head -n 1 "$out/pg/postmaster.pid")
+cpu_sample() {
+    local pids
+    pids="$postmaster $(pgrep -P "$postmaster" | tr '\n' ' ')"
+    {
+        for w in $workers; do echo "n $(cut -d ')' -f 2- "/proc/$w/stat")"; done
+        for w in $pids; do echo "p $(cut -d ')' -f 2- "/proc/$w/stat" 2>/dev/null)"; done
+        # backends that exited: in the postmaster's time of reaped children
+        echo "c $(cut -d ')' -f 2- "/proc/$postmaster/stat")"
+        head -n 1 /proc/stat
+        echo "u $(cut -d ' ' -f 1 /proc/uptime)"
+    } | awk -v hz="$(getconf CLK_TCK)" '
+        $1 == "n" && NF > 14 { n += $13 + $14 }
+        $1 == "p" && NF > 14 { p += $13 + $14 }
+        $1 == "c" && NF > 16 { p += $15 + $16 }
+        $1 == "cpu" { busy = $2 + $3 + $4 + $7 + $8 + $9; idle = $5 + $6 }
+        $1 == "u" { wall = $2 * hz }
+        END { printf "%d %d %d %d %d", n, p, busy, idle, wall }'
+}
+
+# cpu_per_request NAME RATE BEFORE AFTER: CPU time per request (or per
+# pgbench transaction), by who spent it, in core-µs
+cpu_per_request() {
+    echo "$1 $2 $3 $4" | awk -v hz="$(getconf CLK_TCK)" '{
+        rate = $2; n = (NF - 2) / 2;
+        for (i = 1; i <= n; i++) d[i] = $(i + 2 + n) - $(i + 2);
+        # d: nginx, postgres, busy, idle, wall (all in ticks)
+        reqs = rate * d[5] / hz; if (reqs < 1) reqs = 1;
+        us = 1e6 / hz / reqs;
+        printf "%s %.1f %.1f %.1f %.1f\n", $1, d[1] * us, d[2] * us,
+               (d[3] - d[1] - d[2]) * us, d[4] * us }' >>"$out/cpu"
+}
 
 # run NAME SCRIPT: warm-up, then the measured run; appends to results
 run() {
@@ -148,8 +189,11 @@ run() {
     ) >>"$out/rss" 2>/dev/null &
     local sampler=$!
 
+    local before after
+    before=$(cpu_sample)
     BENCH_RUN=m BENCH_OFFSET=500000 wrk -t"$threads" -c"$conns" \
         -d"$duration" --latency -s "$top/bench/$script" "$url" >"$log"
+    after=$(cpu_sample)
     kill "$sampler" 2>/dev/null || true
     wait "$sampler" 2>/dev/null || true
     local rps p50 p99 non2xx
@@ -158,6 +202,7 @@ run() {
     p99=$(sed -n 's/.* p99=\([0-9.]*\).*/\1/p' "$log")
     non2xx=$(awk '/Non-2xx/ {print $NF}' "$log")
     echo "$name $rps $p50 $p99 ${non2xx:-0}" >>"$out/results"
+    cpu_per_request "$name" "$rps" "$before" "$after"
     if [ "$name" != ceiling ]; then
         psql -d "$conninfo" -tA -F ' ' -c "
             SELECT '$name', calls, rows,
@@ -169,6 +214,7 @@ run() {
 }
 
 : >"$out/results"
+: >"$out/cpu"
 : >"$out/batches"
 : >"$out/rss"
 
@@ -209,10 +255,14 @@ EOS
 pgb() {
     local name=$1 file=$2
     echo "bench: pgbench $name..."
+    local before after tps
+    before=$(cpu_sample)
     pgbench -n -M prepared -c "$pgclients" -j 2 -T "${duration%s}" \
         -f "$file" "$conninfo" >"$out/pgbench-$name.txt" 2>&1
-    echo "$name $(awk '/^tps/ {print $3; exit}' "$out/pgbench-$name.txt")" \
-        >>"$out/pgbench"
+    after=$(cpu_sample)
+    tps=$(awk '/^tps/ {print $3; exit}' "$out/pgbench-$name.txt")
+    echo "$name $tps" >>"$out/pgbench"
+    cpu_per_request "pgbench:$name" "$tps" "$before" "$after"
 }
 
 : >"$out/pgbench"
@@ -258,6 +308,26 @@ while read -r name rps p50 p99 non2xx; do
     printf '%-22s %10.0f %9.2f %9.2f %8s\n' "http ceiling (return)" "$rps" \
         "$p50" "$p99" "$non2xx"
 done <"$out/results"
+echo
+echo "CPU per request (pgbench: per transaction) during the measured runs, in core-µs ($(nproc) cores shared):"
+printf '  %-20s %8s %9s %15s %8s %28s\n' route nginx postgres \
+    'client+kernel' idle 'budget at target (req/s)'
+while read -r name nginx pg rest idle; do
+    target=$(awk -v n="$name" '$1 == n {print $2}' <<EOT
+core_log 3.5
+channel_log 4
+logtank 3.5
+EOT
+)
+    db=$(awk -v n="$name" '$1 == n {printf "%.0f", $2}' "$out/pgbench")
+    budget=-
+    if [ -n "$db" ] && [ -n "$target" ]; then
+        budget=$(awk -v t="$target" -v d="$db" -v c="$(nproc)" \
+            'BEGIN { printf "%.1f (%.0f)", c * 1e6 / (t * d), t * d }')
+    fi
+    printf '  %-20s %8s %9s %15s %8s %28s\n' "$name" "$nginx" "$pg" "$rest" \
+        "$idle" "$budget"
+done <"$out/cpu"
 echo
 echo "statements (measured run): route, statements, rows, mean rows per statement"
 sed 's/^/  /' "$out/batches"
