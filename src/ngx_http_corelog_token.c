@@ -58,6 +58,8 @@ static void ngx_http_corelog_token_store(u_char *hash,
 static void ngx_http_corelog_token_remove(ngx_http_corelog_token_node_t *tn);
 static void ngx_http_corelog_token_insert_value(ngx_rbtree_node_t *temp,
     ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
+static ngx_int_t ngx_http_corelog_token_hash(ngx_log_t *log, ngx_str_t *token,
+    u_char *hash);
 
 
 static ngx_http_corelog_stmt_t  ngx_http_corelog_token_stmt = {
@@ -84,6 +86,10 @@ static ngx_queue_t         ngx_http_corelog_token_lru;
 static ngx_uint_t          ngx_http_corelog_token_count;
 static ngx_uint_t          ngx_http_corelog_token_ready;
 
+/* SHA-256, fetched once per worker: an implicit fetch on every digest is slow */
+static EVP_MD             *ngx_http_corelog_token_md;
+static EVP_MD_CTX         *ngx_http_corelog_token_md_ctx;
+
 
 ngx_int_t
 ngx_http_corelog_token_handler(ngx_http_request_t *r)
@@ -93,7 +99,6 @@ ngx_http_corelog_token_handler(ngx_http_request_t *r)
     ngx_str_t                      token;
     ngx_uint_t                     i;
     const char                    *reason;
-    unsigned int                   len;
     ngx_http_corelog_op_t         *op;
     ngx_http_corelog_identity_t    id;
     ngx_http_corelog_loc_conf_t   *llcf;
@@ -116,11 +121,9 @@ ngx_http_corelog_token_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (EVP_Digest(token.data, token.len, tc->hash, &len, EVP_sha256(), NULL)
-        != 1)
+    if (ngx_http_corelog_token_hash(r->connection->log, &token, tc->hash)
+        != NGX_OK)
     {
-        ngx_log_error(NGX_LOG_CRIT, r->connection->log, 0,
-                      "corelog: EVP_Digest(SHA-256) failed");
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -575,11 +578,57 @@ ngx_http_corelog_token_insert_value(ngx_rbtree_node_t *temp,
 }
 
 
+static ngx_int_t
+ngx_http_corelog_token_hash(ngx_log_t *log, ngx_str_t *token, u_char *hash)
+{
+    unsigned int  len;
+
+    if (ngx_http_corelog_token_md_ctx == NULL) {
+        ngx_http_corelog_token_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+        if (ngx_http_corelog_token_md == NULL) {
+            ngx_log_error(NGX_LOG_CRIT, log, 0,
+                          "corelog: EVP_MD_fetch(SHA256) failed");
+            return NGX_ERROR;
+        }
+
+        ngx_http_corelog_token_md_ctx = EVP_MD_CTX_new();
+        if (ngx_http_corelog_token_md_ctx == NULL) {
+            ngx_log_error(NGX_LOG_CRIT, log, 0,
+                          "corelog: EVP_MD_CTX_new() failed");
+            EVP_MD_free(ngx_http_corelog_token_md);
+            ngx_http_corelog_token_md = NULL;
+            return NGX_ERROR;
+        }
+    }
+
+    if (EVP_DigestInit_ex2(ngx_http_corelog_token_md_ctx,
+                           ngx_http_corelog_token_md, NULL) != 1
+        || EVP_DigestUpdate(ngx_http_corelog_token_md_ctx, token->data,
+                            token->len) != 1
+        || EVP_DigestFinal_ex(ngx_http_corelog_token_md_ctx, hash, &len) != 1
+        || len != NGX_HTTP_CORELOG_HASH_LEN)
+    {
+        ngx_log_error(NGX_LOG_CRIT, log, 0,
+                      "corelog: SHA-256 of a token failed");
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
 void
 ngx_http_corelog_token_exit_process(ngx_cycle_t *cycle)
 {
     ngx_queue_t                    *q;
     ngx_http_corelog_token_node_t  *tn;
+
+    if (ngx_http_corelog_token_md_ctx) {
+        EVP_MD_CTX_free(ngx_http_corelog_token_md_ctx);
+        EVP_MD_free(ngx_http_corelog_token_md);
+        ngx_http_corelog_token_md_ctx = NULL;
+        ngx_http_corelog_token_md = NULL;
+    }
 
     if (!ngx_http_corelog_token_ready) {
         return;
