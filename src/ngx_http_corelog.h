@@ -74,12 +74,22 @@ typedef struct {
 
 /*
  * One statement the module runs.  A batched statement takes one array per
- * column ($1 is the row ordinal, int[]; $2.. the columns, each sent as a
- * text array literal) and returns one row per input row with the ordinal
- * in column 0; a plain statement takes the op's values as its parameters.
+ * column ($1 is the row ordinal, int[]; $2.. the columns) and returns one
+ * row per input row with the ordinal in column 0; a plain statement takes
+ * the op's values as its text parameters.  The arrays are sent in binary:
+ * the op's values stay text, and each column's type (as the SQL declares
+ * it, $n::uuid[] and so on) says how its elements are encoded, so that
+ * PostgreSQL parses no text per row.
  */
 
 #define NGX_HTTP_CORELOG_HIST  8     /* 1, 2-3, 4-7, ... 64-127, 128+ rows */
+
+#define NGX_HTTP_CORELOG_COL_TEXT         0    /* text[] */
+#define NGX_HTTP_CORELOG_COL_UUID         1    /* uuid[] */
+#define NGX_HTTP_CORELOG_COL_INT4         2    /* int[] */
+#define NGX_HTTP_CORELOG_COL_BOOL         3    /* bool[]: "t" or "f" */
+#define NGX_HTTP_CORELOG_COL_FLOAT8       4    /* float8[] */
+#define NGX_HTTP_CORELOG_COL_TIMESTAMPTZ  5    /* timestamptz[]: RFC 3339 UTC */
 
 
 typedef struct {
@@ -88,6 +98,7 @@ typedef struct {
     ngx_uint_t                   nparams;         /* columns of one row */
     unsigned                     batched:1;
     ngx_uint_t                   rows[NGX_HTTP_CORELOG_HIST]; /* a worker's */
+    const u_char                *columns;         /* batched: nparams types */
 } ngx_http_corelog_stmt_t;
 
 
@@ -240,7 +251,7 @@ ngx_int_t ngx_http_corelog_pg_available(void);
 ngx_uint_t ngx_http_corelog_pg_busy(void);
 ngx_int_t ngx_http_corelog_pg_send(ngx_http_corelog_pg_conn_t *pc,
     ngx_http_corelog_stmt_t *stmt, int nparams, const char *const *values,
-    const int *lengths);
+    const int *lengths, const int *formats);
 
 /* ngx_http_corelog_batch.c */
 ngx_http_corelog_op_t *ngx_http_corelog_batch_op(ngx_http_request_t *r,

@@ -69,6 +69,23 @@ static ngx_str_t  ngx_http_corelog_channel_types[] = {
 };
 
 
+/* the types of $2.. in the statement below, in the order of the columns */
+
+static u_char  ngx_http_corelog_channel_columns[] = {
+    NGX_HTTP_CORELOG_COL_UUID,            /* id */
+    NGX_HTTP_CORELOG_COL_UUID,            /* account */
+    NGX_HTTP_CORELOG_COL_UUID,            /* channel */
+    NGX_HTTP_CORELOG_COL_TEXT,            /* reference */
+    NGX_HTTP_CORELOG_COL_TEXT,            /* label */
+    NGX_HTTP_CORELOG_COL_TEXT,            /* body */
+    NGX_HTTP_CORELOG_COL_TEXT,            /* type */
+    NGX_HTTP_CORELOG_COL_BOOL,            /* alert */
+    NGX_HTTP_CORELOG_COL_TEXT,            /* tags, an array literal */
+    NGX_HTTP_CORELOG_COL_TEXT,            /* custom references, JSON */
+    NGX_HTTP_CORELOG_COL_TIMESTAMPTZ      /* created */
+};
+
+
 /*
  * A batch of channel logs: the channel must be the caller's; an alerted
  * log raises NOTIFY corelog_alert in the same transaction, so listeners
@@ -111,7 +128,8 @@ static ngx_http_corelog_stmt_t  ngx_http_corelog_channel_stmt = {
     "        END"
     "   FROM checked c",
 
-    NGX_HTTP_CORELOG_CH_NCOLS, 1, { 0 }
+    NGX_HTTP_CORELOG_CH_NCOLS, 1, { 0 },
+    ngx_http_corelog_channel_columns
 };
 
 

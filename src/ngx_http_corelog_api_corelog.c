@@ -69,6 +69,24 @@ static ngx_str_t  ngx_http_corelog_methods[] = {
 };
 
 
+/* the types of $2.. in the statement below, in the order of the columns */
+
+static u_char  ngx_http_corelog_core_log_columns[] = {
+    NGX_HTTP_CORELOG_COL_UUID,            /* id */
+    NGX_HTTP_CORELOG_COL_UUID,            /* account */
+    NGX_HTTP_CORELOG_COL_UUID,            /* traffic source */
+    NGX_HTTP_CORELOG_COL_UUID,            /* core pathname */
+    NGX_HTTP_CORELOG_COL_UUID,            /* request */
+    NGX_HTTP_CORELOG_COL_UUID,            /* response */
+    NGX_HTTP_CORELOG_COL_INT4,            /* status */
+    NGX_HTTP_CORELOG_COL_TEXT,            /* method */
+    NGX_HTTP_CORELOG_COL_TEXT,            /* level */
+    NGX_HTTP_CORELOG_COL_FLOAT8,          /* elapsed time */
+    NGX_HTTP_CORELOG_COL_TEXT,            /* traffic user */
+    NGX_HTTP_CORELOG_COL_TIMESTAMPTZ      /* created */
+};
+
+
 /*
  * One statement for a batch of core logs: the ownership checks are joins,
  * the one-log-per-request/response rule is the claims insert (ON CONFLICT
@@ -124,7 +142,8 @@ static ngx_http_corelog_stmt_t  ngx_http_corelog_core_log_stmt = {
     "        EXISTS (SELECT 1 FROM inserted WHERE inserted.id = c.id)"
     "   FROM checked c",
 
-    NGX_HTTP_CORELOG_NCOLS, 1, { 0 }
+    NGX_HTTP_CORELOG_NCOLS, 1, { 0 },
+    ngx_http_corelog_core_log_columns
 };
 
 

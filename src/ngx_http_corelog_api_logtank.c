@@ -54,6 +54,21 @@ static ngx_int_t ngx_http_corelog_logtank_request_id(ngx_http_request_t *r,
     ngx_str_t *id);
 
 
+/* the types of $2.. in the statement below, in the order of the columns */
+
+static u_char  ngx_http_corelog_logtank_columns[] = {
+    NGX_HTTP_CORELOG_COL_UUID,            /* id */
+    NGX_HTTP_CORELOG_COL_UUID,            /* account */
+    NGX_HTTP_CORELOG_COL_TEXT,            /* domain */
+    NGX_HTTP_CORELOG_COL_TEXT,            /* project */
+    NGX_HTTP_CORELOG_COL_TEXT,            /* resource type */
+    NGX_HTTP_CORELOG_COL_TEXT,            /* resource id */
+    NGX_HTTP_CORELOG_COL_UUID,            /* log group */
+    NGX_HTTP_CORELOG_COL_UUID,            /* log stream */
+    NGX_HTTP_CORELOG_COL_TIMESTAMPTZ      /* created */
+};
+
+
 /*
  * A batch of logtanks: the group must be in the caller's project and the
  * stream in that group; the unique (account, project, resource type,
@@ -95,7 +110,8 @@ static ngx_http_corelog_stmt_t  ngx_http_corelog_logtank_stmt = {
     "        EXISTS (SELECT 1 FROM inserted WHERE inserted.id = c.id)"
     "   FROM checked c",
 
-    NGX_HTTP_CORELOG_LT_NCOLS, 1, { 0 }
+    NGX_HTTP_CORELOG_LT_NCOLS, 1, { 0 },
+    ngx_http_corelog_logtank_columns
 };
 
 

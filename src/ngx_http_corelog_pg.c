@@ -726,7 +726,7 @@ ngx_http_corelog_pg_write_handler(ngx_event_t *wev)
 ngx_int_t
 ngx_http_corelog_pg_send(ngx_http_corelog_pg_conn_t *pc,
     ngx_http_corelog_stmt_t *stmt, int nparams, const char *const *values,
-    const int *lengths)
+    const int *lengths, const int *formats)
 {
     int         sent;
     ngx_str_t   msg;
@@ -741,7 +741,7 @@ ngx_http_corelog_pg_send(ngx_http_corelog_pg_conn_t *pc,
 
         pc->log.action = "running a statement";
         sent = PQsendQueryParams(pc->conn, stmt->sql, nparams, NULL, values,
-                                 lengths, NULL, 0);
+                                 lengths, formats, 0);
 
     } else if (pc->prepared & bit) {
         ngx_log_debug3(NGX_LOG_DEBUG_HTTP, &pc->log, 0,
@@ -750,7 +750,7 @@ ngx_http_corelog_pg_send(ngx_http_corelog_pg_conn_t *pc,
 
         pc->log.action = "running a statement";
         sent = PQsendQueryPrepared(pc->conn, stmt->name, nparams, values,
-                                   lengths, NULL, 0);
+                                   lengths, formats, 0);
 
     } else {
         ngx_log_debug2(NGX_LOG_DEBUG_HTTP, &pc->log, 0,
