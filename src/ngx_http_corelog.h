@@ -77,9 +77,10 @@ typedef struct {
  * column ($1 is the row ordinal, int[]; $2.. the columns) and returns one
  * row per input row with the ordinal in column 0; a plain statement takes
  * the op's values as its text parameters.  The arrays are sent in binary:
- * the op's values stay text, and each column's type (as the SQL declares
- * it, $n::uuid[] and so on) says how its elements are encoded, so that
- * PostgreSQL parses no text per row.
+ * the op's values stay text (but for a float8 column: the double's bytes),
+ * and each column's type (as the SQL declares it, $n::uuid[] and so on)
+ * says how its elements are encoded, so that PostgreSQL parses no text
+ * per row.
  */
 
 #define NGX_HTTP_CORELOG_HIST  8     /* 1, 2-3, 4-7, ... 64-127, 128+ rows */
@@ -88,7 +89,7 @@ typedef struct {
 #define NGX_HTTP_CORELOG_COL_UUID         1    /* uuid[] */
 #define NGX_HTTP_CORELOG_COL_INT4         2    /* int[] */
 #define NGX_HTTP_CORELOG_COL_BOOL         3    /* bool[]: "t" or "f" */
-#define NGX_HTTP_CORELOG_COL_FLOAT8       4    /* float8[] */
+#define NGX_HTTP_CORELOG_COL_FLOAT8       4    /* float8[]: a double */
 #define NGX_HTTP_CORELOG_COL_TIMESTAMPTZ  5    /* timestamptz[]: RFC 3339 UTC */
 
 

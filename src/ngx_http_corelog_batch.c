@@ -26,7 +26,6 @@ static u_char *ngx_http_corelog_batch_header(u_char *p, uint32_t oid,
 static u_char *ngx_http_corelog_batch_array(u_char *p,
     ngx_http_corelog_pg_conn_t *pc, ngx_uint_t column, ngx_uint_t type);
 static u_char *ngx_http_corelog_batch_uuid(u_char *p, ngx_str_t *v);
-static ngx_int_t ngx_http_corelog_batch_float8(ngx_str_t *v, uint64_t *bits);
 static ngx_int_t ngx_http_corelog_batch_timestamp(ngx_str_t *v,
     uint64_t *usec);
 static void ngx_http_corelog_batch_cleanup(void *data);
@@ -619,8 +618,13 @@ ngx_http_corelog_batch_array(u_char *p, ngx_http_corelog_pg_conn_t *pc,
             break;
 
         case NGX_HTTP_CORELOG_COL_FLOAT8:
-            p = (ngx_http_corelog_batch_float8(v, &bits) == NGX_OK)
-                ? ngx_http_corelog_batch_put64(p, bits) : NULL;
+            if (v->len != sizeof(double)) {
+                p = NULL;
+                break;
+            }
+
+            ngx_memcpy(&bits, v->data, sizeof(double));
+            p = ngx_http_corelog_batch_put64(p, bits);
             break;
 
         default: /* NGX_HTTP_CORELOG_COL_TIMESTAMPTZ */
@@ -698,34 +702,6 @@ ngx_http_corelog_batch_uuid(u_char *p, ngx_str_t *v)
     }
 
     return p;
-}
-
-
-/* the IEEE 754 bits of a number the route printed with %.17g */
-
-static ngx_int_t
-ngx_http_corelog_batch_float8(ngx_str_t *v, uint64_t *bits)
-{
-    char    *end;
-    double   d;
-    u_char   text[64];
-
-    if (v->len == 0 || v->len >= sizeof(text)) {
-        return NGX_ERROR;
-    }
-
-    ngx_memcpy(text, v->data, v->len);
-    text[v->len] = '\0';
-
-    d = strtod((char *) text, &end);
-
-    if (end != (char *) text + v->len) {
-        return NGX_ERROR;
-    }
-
-    ngx_memcpy(bits, &d, sizeof(double));
-
-    return NGX_OK;
 }
 
 
