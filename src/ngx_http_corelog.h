@@ -99,7 +99,7 @@ typedef struct {
     ngx_uint_t                   nparams;         /* columns of one row */
     unsigned                     batched:1;
     ngx_uint_t                   rows[NGX_HTTP_CORELOG_HIST]; /* a worker's */
-    const u_char                *columns;         /* batched: nparams types */
+    const u_char                *columns;         /* NULL: all text */
 } ngx_http_corelog_stmt_t;
 
 

@@ -411,7 +411,10 @@ ngx_http_corelog_batch_send(ngx_http_corelog_pg_conn_t *pc)
 
         for (i = 0; i < stmt->nparams; i++) {
             start = p;
-            p = ngx_http_corelog_batch_array(p, pc, i, stmt->columns[i]);
+            p = ngx_http_corelog_batch_array(p, pc, i,
+                                             stmt->columns
+                                             ? stmt->columns[i]
+                                             : NGX_HTTP_CORELOG_COL_TEXT);
             if (p == NULL) {
                 goto failed;
             }
@@ -657,48 +660,34 @@ invalid:
 static u_char *
 ngx_http_corelog_batch_uuid(u_char *p, ngx_str_t *v)
 {
-    u_char      c, d;
-    ngx_uint_t  i, half;
+    u_char     *s, *last;
+    ngx_int_t   byte;
 
     if (v->len != NGX_HTTP_CORELOG_UUID_LEN) {
         return NULL;
     }
 
-    half = 0;
-    d = 0;
+    s = v->data;
+    last = s + v->len;
 
-    for (i = 0; i < v->len; i++) {
-        c = v->data[i];
-
-        if (i == 8 || i == 13 || i == 18 || i == 23) {
-            if (c != '-') {
+    while (s < last) {
+        if (s - v->data == 8 || s - v->data == 13 || s - v->data == 18
+            || s - v->data == 23)
+        {
+            if (*s++ != '-') {
                 return NULL;
             }
 
             continue;
         }
 
-        if (c >= '0' && c <= '9') {
-            c -= '0';
-
-        } else {
-            c |= 0x20;
-
-            if (c < 'a' || c > 'f') {
-                return NULL;
-            }
-
-            c -= 'a' - 10;
+        byte = ngx_hextoi(s, 2);
+        if (byte == NGX_ERROR) {
+            return NULL;
         }
 
-        if (half) {
-            *p++ = (u_char) (d << 4 | c);
-
-        } else {
-            d = c;
-        }
-
-        half ^= 1;
+        *p++ = (u_char) byte;
+        s += 2;
     }
 
     return p;

@@ -94,18 +94,14 @@ static EVP_MD_CTX         *ngx_http_corelog_token_md_ctx;
 ngx_int_t
 ngx_http_corelog_token_handler(ngx_http_request_t *r)
 {
-    u_char                        *p;
     ngx_int_t                      rc;
     ngx_str_t                      token;
-    ngx_uint_t                     i;
     const char                    *reason;
     ngx_http_corelog_op_t         *op;
     ngx_http_corelog_identity_t    id;
     ngx_http_corelog_loc_conf_t   *llcf;
     ngx_http_corelog_token_ctx_t  *tc;
     ngx_http_corelog_token_node_t *tn;
-
-    static u_char  hex[] = "0123456789abcdef";
 
     llcf = ngx_http_get_module_loc_conf(r, ngx_http_corelog_module);
 
@@ -149,10 +145,7 @@ ngx_http_corelog_token_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    for (i = 0, p = tc->hex; i < NGX_HTTP_CORELOG_HASH_LEN; i++) {
-        *p++ = hex[tc->hash[i] >> 4];
-        *p++ = hex[tc->hash[i] & 0x0f];
-    }
+    (void) ngx_hex_dump(tc->hex, tc->hash, NGX_HTTP_CORELOG_HASH_LEN);
 
     op->values[0].data = tc->hex;
     op->values[0].len = sizeof(tc->hex);

@@ -11,9 +11,6 @@
 #include <sys/random.h>
 
 
-static u_char  ngx_http_corelog_hex[] = "0123456789abcdef";
-
-
 /*
  * Checks "8-4-4-4-12" hex digits in either case and writes the canonical
  * lower case form (36 bytes) to out; NGX_ERROR if it is not a UUID.
@@ -102,7 +99,7 @@ void
 ngx_http_corelog_uuid_v7(u_char *out)
 {
     u_char          b[16];
-    ngx_uint_t      i, j;
+    ngx_uint_t      i;
     ngx_time_t     *tp;
     uint64_t        ms;
     static uint64_t last_ms;
@@ -143,14 +140,17 @@ ngx_http_corelog_uuid_v7(u_char *out)
     last_ms = ms;
     ngx_memcpy(last, b, 16);
 
-    for (i = 0, j = 0; i < 16; i++) {
-        if (i == 4 || i == 6 || i == 8 || i == 10) {
-            out[j++] = '-';
-        }
+    /* 8-4-4-4-12 */
 
-        out[j++] = ngx_http_corelog_hex[b[i] >> 4];
-        out[j++] = ngx_http_corelog_hex[b[i] & 0x0f];
-    }
+    out = ngx_hex_dump(out, b, 4);
+    *out++ = '-';
+    out = ngx_hex_dump(out, b + 4, 2);
+    *out++ = '-';
+    out = ngx_hex_dump(out, b + 6, 2);
+    *out++ = '-';
+    out = ngx_hex_dump(out, b + 8, 2);
+    *out++ = '-';
+    (void) ngx_hex_dump(out, b + 10, 6);
 }
 
 
