@@ -14,10 +14,14 @@
 #include "ngx_http_corelog.h"
 
 #include <netdb.h>
+#include <sys/un.h>
 
 
 #define NGX_HTTP_CORELOG_PG_BACKOFF_MIN  100
 #define NGX_HTTP_CORELOG_PG_BACKOFF_MAX  1000
+
+/* a DNS name: at most 253 characters (RFC 1035, without the final dot) */
+#define NGX_HTTP_CORELOG_PG_NAME_MAX     253
 
 /* statements one connection keeps prepared (bits of pc->prepared) */
 #define NGX_HTTP_CORELOG_PG_STMTS        (8 * sizeof(ngx_uint_t) - 1)
@@ -56,7 +60,7 @@ static void ngx_http_corelog_pg_backoff_handler(ngx_event_t *ev);
 static void ngx_http_corelog_pg_notice(void *arg, const char *message);
 static ngx_str_t ngx_http_corelog_pg_message(const char *msg);
 static char *ngx_http_corelog_pg_hostaddr(ngx_conf_t *cf, const char *host,
-    ngx_str_t *hostaddr);
+    ngx_uint_t resolve, ngx_str_t *hostaddr);
 
 
 static ngx_http_corelog_main_conf_t  *ngx_http_corelog_pg_conf;
@@ -169,8 +173,11 @@ ngx_http_corelog_pg_conninfo(ngx_conf_t *cf, ngx_http_corelog_main_conf_t *cmcf)
      * resolve them here, once, and hand libpq the addresses.
      */
 
-    if (host != NULL && hostaddr == NULL) {
-        if (ngx_http_corelog_pg_hostaddr(cf, host, &resolved) != NGX_CONF_OK) {
+    if (host != NULL) {
+        if (ngx_http_corelog_pg_hostaddr(cf, host, hostaddr == NULL,
+                                         &resolved)
+            != NGX_CONF_OK)
+        {
             PQconninfoFree(opts);
             return NGX_CONF_ERROR;
         }
@@ -191,9 +198,15 @@ ngx_http_corelog_pg_conninfo(ngx_conf_t *cf, ngx_http_corelog_main_conf_t *cmcf)
 }
 
 
+/*
+ * The entries of a host list: unix-socket directories must fit a socket
+ * address with libpq's file name; names are resolved (unless resolve is
+ * 0: hostaddr was given) into a hostaddr list of the same entries.
+ */
+
 static char *
 ngx_http_corelog_pg_hostaddr(ngx_conf_t *cf, const char *host,
-    ngx_str_t *hostaddr)
+    ngx_uint_t resolve, ngx_str_t *hostaddr)
 {
     int               rc;
     u_char           *p, *last, *start;
@@ -202,6 +215,7 @@ ngx_http_corelog_pg_hostaddr(ngx_conf_t *cf, const char *host,
     ngx_uint_t        names;
     struct addrinfo   hints, *res;
     u_char            text[NGX_SOCKADDR_STRLEN + 1];
+    u_char            cname[NGX_HTTP_CORELOG_PG_NAME_MAX + 1];
 
     len = ngx_strlen(host);
 
@@ -227,27 +241,51 @@ ngx_http_corelog_pg_hostaddr(ngx_conf_t *cf, const char *host,
 
         name.len = start - name.data;
 
-        if (name.len && name.data[0] != '/' && name.data[0] != '@') {
+        if (name.len && name.data[0] == '/') {
 
-            if (name.len > NGX_MAXHOSTNAMELEN) {
+            /* libpq adds "/.s.PGSQL.<port>": it must fit sun_path */
+
+            if (name.len + sizeof("/.s.PGSQL.65535")
+                > sizeof(((struct sockaddr_un *) 0)->sun_path))
+            {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "corelog: host name too long in conninfo");
+                                   "corelog: unix-socket directory \"%V\" "
+                                   "in conninfo is too long for a socket "
+                                   "address (at most %uz characters)",
+                                   &name,
+                                   sizeof(((struct sockaddr_un *) 0)->sun_path)
+                                   - sizeof("/.s.PGSQL.65535"));
                 return NGX_CONF_ERROR;
             }
 
-            ngx_memcpy(text, name.data, name.len);
-            text[name.len] = '\0';
+        } else if (name.len && name.data[0] != '@' && resolve) {
+
+            if (name.len > NGX_HTTP_CORELOG_PG_NAME_MAX) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "corelog: host name in conninfo is "
+                                   "longer than %d characters",
+                                   NGX_HTTP_CORELOG_PG_NAME_MAX);
+                return NGX_CONF_ERROR;
+            }
+
+            ngx_memcpy(cname, name.data, name.len);
+            cname[name.len] = '\0';
 
             ngx_memzero(&hints, sizeof(struct addrinfo));
             hints.ai_family = AF_UNSPEC;
             hints.ai_socktype = SOCK_STREAM;
 
-            rc = getaddrinfo((char *) text, NULL, &hints, &res);
+            res = NULL;
+            rc = getaddrinfo((char *) cname, NULL, &hints, &res);
 
             if (rc != 0 || res == NULL) {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                    "corelog: host \"%V\" in conninfo "
-                                   "not found: %s", &name, gai_strerror(rc));
+                                   "not found: %s", &name,
+                                   rc ? gai_strerror(rc) : "no address");
+                if (rc == 0) {
+                    freeaddrinfo(res);
+                }
                 return NGX_CONF_ERROR;
             }
 
