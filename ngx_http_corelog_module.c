@@ -17,6 +17,14 @@ static char *ngx_http_corelog_init_main_conf(ngx_conf_t *cf, void *conf);
 static void *ngx_http_corelog_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_corelog_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
+static char *ngx_http_corelog_check_location(ngx_conf_t *cf,
+    ngx_http_corelog_loc_conf_t *conf, ngx_http_core_loc_conf_t *hlcf);
+static void ngx_http_corelog_conf_error(ngx_conf_t *cf,
+    ngx_http_core_loc_conf_t *hlcf, ngx_http_corelog_conf_pos_t *pos,
+    const char *text);
+static ngx_uint_t ngx_http_corelog_conf_returns(ngx_conf_t *cf);
+static void ngx_http_corelog_conf_pos(ngx_conf_t *cf,
+    ngx_http_corelog_conf_pos_t *pos);
 static char *ngx_http_corelog_postgres(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_corelog_token_cache(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -266,6 +274,9 @@ ngx_http_corelog_create_loc_conf(ngx_conf_t *cf)
      *     clcf->api = NULL;
      *     clcf->api_args = NULL;
      *     clcf->error_api = NULL;
+     *     clcf->handler = NULL;
+     *     clcf->auth_pos = { { 0, NULL }, 0 };
+     *     clcf->handler_pos = { { 0, NULL }, 0 };
      */
 
     clcf->auth_uri.len = NGX_CONF_UNSET_SIZE;
@@ -282,71 +293,224 @@ ngx_http_corelog_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_corelog_loc_conf_t *prev = parent;
     ngx_http_corelog_loc_conf_t *conf = child;
 
-    ngx_http_core_loc_conf_t      *hlcf;
-    ngx_http_corelog_main_conf_t  *cmcf;
+    ngx_http_core_loc_conf_t  *hlcf;
 
     if (conf->auth_uri.len == NGX_CONF_UNSET_SIZE) {
         conf->auth_uri = prev->auth_uri;
+        conf->auth_pos = prev->auth_pos;
     }
 
     if (conf->auth_uri.len == NGX_CONF_UNSET_SIZE) {
         ngx_str_null(&conf->auth_uri);
     }
 
-    ngx_conf_merge_uint_value(conf->token_check, prev->token_check,
-                              NGX_HTTP_CORELOG_TOKEN_OFF);
     ngx_conf_merge_ptr_value(conf->resource_types, prev->resource_types,
                              NULL);
 
-    if (conf->api != NULL) {
-        if (conf->auth_uri.len == 0) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "corelog: \"corelog_api %V\" needs "
-                               "\"corelog_auth_request\" in the same location",
-                               &conf->api->name);
-            return NGX_CONF_ERROR;
+    hlcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    /*
+     * An "if" or "limit_except" block keeps its location's content handler
+     * (nginx sets none of its own), and with it our directives; a nested
+     * location does not.
+     */
+
+    if (hlcf->noname && conf->handler == NULL) {
+
+        /* nginx looks for a limit_except block's handler in the block */
+
+        if (hlcf->lmt_excpt && hlcf->handler == NULL) {
+            hlcf->handler = prev->handler;
         }
 
-        cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_corelog_module);
+        conf->handler = prev->handler;
+        conf->handler_pos = prev->handler_pos;
+        conf->api = prev->api;
+        conf->api_args = prev->api_args;
+        conf->error_api = prev->error_api;
 
-        if (cmcf->conninfo.len == 0) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "corelog: \"corelog_api %V\" needs "
-                               "\"corelog_postgres\" at the http level",
-                               &conf->api->name);
-            return NGX_CONF_ERROR;
-        }
-
-        /* a body in a temporary file is read back with a blocking read */
-
-        hlcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
-
-        if (hlcf->client_max_body_size == 0
-            || (off_t) hlcf->client_body_buffer_size
-               < hlcf->client_max_body_size)
-        {
-            ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
-                               "corelog: \"client_body_buffer_size\" %uz is "
-                               "smaller than \"client_max_body_size\" %O: "
-                               "larger bodies are written to a temporary "
-                               "file and read back with a blocking read",
-                               hlcf->client_body_buffer_size,
-                               hlcf->client_max_body_size);
+        if (conf->token_check == NGX_CONF_UNSET_UINT) {
+            conf->token_check = prev->token_check;
         }
     }
 
-    if (conf->token_check != NGX_HTTP_CORELOG_TOKEN_OFF) {
-        cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_corelog_module);
+    if (conf->token_check == NGX_CONF_UNSET_UINT) {
+        conf->token_check = NGX_HTTP_CORELOG_TOKEN_OFF;
+    }
 
-        if (cmcf->conninfo.len == 0) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "corelog: \"corelog_token_check\" needs "
-                               "\"corelog_postgres\" at the http level");
-            return NGX_CONF_ERROR;
-        }
+    if (conf->handler == NULL) {
+        return NGX_CONF_OK;
+    }
+
+    return ngx_http_corelog_check_location(cf, conf, hlcf);
+}
+
+
+/*
+ * A location served by one of our handlers: nothing else may serve it,
+ * and it must be able to work.  Errors name the location and the line of
+ * the directive at fault: merging runs after the whole http{} is read.
+ */
+
+static char *
+ngx_http_corelog_check_location(ngx_conf_t *cf,
+    ngx_http_corelog_loc_conf_t *conf, ngx_http_core_loc_conf_t *hlcf)
+{
+    ngx_http_corelog_main_conf_t  *cmcf;
+
+    if (hlcf->handler != conf->handler
+        && (hlcf->handler != NULL || !hlcf->noname))
+    {
+        ngx_http_corelog_conf_error(cf, hlcf, &conf->handler_pos,
+                                    "has another content handler as well "
+                                    "(proxy_pass, fastcgi_pass, ...): "
+                                    "a location takes one of "
+                                    "\"corelog_api\", \"corelog_token_check\""
+                                    ", \"corelog_error\" and no other");
+        return NGX_CONF_ERROR;
+    }
+
+    if (hlcf->noname) {
+        return NGX_CONF_OK;
+    }
+
+    if (ngx_http_corelog_conf_returns(cf)) {
+        ngx_http_corelog_conf_error(cf, hlcf, &conf->handler_pos,
+                                    "also has \"return\", which answers "
+                                    "before the module (and any "
+                                    "authentication) runs");
+        return NGX_CONF_ERROR;
+    }
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_corelog_module);
+
+    if (conf->handler == ngx_http_corelog_token_handler
+        && cmcf->conninfo.len == 0)
+    {
+        ngx_http_corelog_conf_error(cf, hlcf, &conf->handler_pos,
+                                    "has \"corelog_token_check\", which "
+                                    "needs \"corelog_postgres\" at the "
+                                    "http level");
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->api == NULL) {
+        return NGX_CONF_OK;
+    }
+
+    if (conf->auth_uri.len == 0) {
+        ngx_http_corelog_conf_error(cf, hlcf, &conf->handler_pos,
+                                    "has \"corelog_api\", which needs "
+                                    "\"corelog_auth_request\" in this "
+                                    "location or an enclosing one");
+        return NGX_CONF_ERROR;
+    }
+
+    if (cmcf->conninfo.len == 0) {
+        ngx_http_corelog_conf_error(cf, hlcf, &conf->handler_pos,
+                                    "has \"corelog_api\", which needs "
+                                    "\"corelog_postgres\" at the http "
+                                    "level");
+        return NGX_CONF_ERROR;
+    }
+
+    /* a body in a temporary file is read back with a blocking read */
+
+    if (hlcf->client_max_body_size == 0
+        || (off_t) hlcf->client_body_buffer_size < hlcf->client_max_body_size)
+    {
+        ngx_log_error(NGX_LOG_WARN, cf->log, 0,
+                      "corelog: location \"%V\": \"client_body_buffer_size\" "
+                      "%uz is smaller than \"client_max_body_size\" %O: "
+                      "larger bodies are written to a temporary file and "
+                      "read back with a blocking read in %V:%ui",
+                      &hlcf->name, hlcf->client_body_buffer_size,
+                      hlcf->client_max_body_size, &conf->handler_pos.file,
+                      conf->handler_pos.line);
     }
 
     return NGX_CONF_OK;
+}
+
+
+static void
+ngx_http_corelog_conf_error(ngx_conf_t *cf, ngx_http_core_loc_conf_t *hlcf,
+    ngx_http_corelog_conf_pos_t *pos, const char *text)
+{
+    ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                  "corelog: location \"%V\" %s in %V:%ui",
+                  &hlcf->name, text, &pos->file, pos->line);
+}
+
+
+/*
+ * Whether the location has a "return" of its own (not one inside an "if"):
+ * it answers in the rewrite phase, before access and content.  The rewrite
+ * module keeps a location's script codes in the first field of its
+ * location configuration, one code after the other, each starting with
+ * its function; an "if" code is followed by its block's codes, and says
+ * how far they reach.
+ */
+
+static ngx_uint_t
+ngx_http_corelog_conf_returns(ngx_conf_t *cf)
+{
+    u_char                     *p, *last;
+    uintptr_t                   code;
+    ngx_uint_t                  i;
+    ngx_array_t               **codes;
+    ngx_module_t               *m;
+    ngx_http_conf_ctx_t        *ctx;
+    ngx_http_script_if_code_t   ifc;
+
+    m = NULL;
+
+    for (i = 0; cf->cycle->modules[i]; i++) {
+        if (cf->cycle->modules[i]->type == NGX_HTTP_MODULE
+            && ngx_strcmp(cf->cycle->modules[i]->name,
+                          "ngx_http_rewrite_module") == 0)
+        {
+            m = cf->cycle->modules[i];
+            break;
+        }
+    }
+
+    if (m == NULL) {
+        return 0;
+    }
+
+    ctx = cf->ctx;
+    codes = ctx->loc_conf[m->ctx_index];
+
+    if (*codes == NULL) {
+        return 0;
+    }
+
+    p = (*codes)->elts;
+    last = p + (*codes)->nelts * (*codes)->size;
+
+    while (p + sizeof(uintptr_t) <= last) {
+        ngx_memcpy(&code, p, sizeof(uintptr_t));
+
+        if (code == (uintptr_t) ngx_http_script_return_code) {
+            return 1;
+        }
+
+        if (code == (uintptr_t) ngx_http_script_if_code
+            && p + sizeof(ngx_http_script_if_code_t) <= last)
+        {
+            ngx_memcpy(&ifc, p, sizeof(ngx_http_script_if_code_t));
+
+            if (ifc.next >= sizeof(ngx_http_script_if_code_t)) {
+                p += ifc.next;
+                continue;
+            }
+        }
+
+        p += sizeof(uintptr_t);
+    }
+
+    return 0;
 }
 
 
@@ -451,19 +615,34 @@ ngx_http_corelog_auth_request(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     clcf->auth_uri = value[1];
+    ngx_http_corelog_conf_pos(cf, &clcf->auth_pos);
 
     return NGX_CONF_OK;
 }
 
 
+static void
+ngx_http_corelog_conf_pos(ngx_conf_t *cf, ngx_http_corelog_conf_pos_t *pos)
+{
+    pos->file = cf->conf_file->file.name;
+    pos->line = cf->conf_file->line;
+}
+
+
+/*
+ * A content handler of ours: one per location.  Another module's handler
+ * set before this one is caught here, one set after it when merging.
+ */
+
 static ngx_int_t
-ngx_http_corelog_set_handler(ngx_conf_t *cf, ngx_http_handler_pt handler)
+ngx_http_corelog_set_handler(ngx_conf_t *cf, ngx_http_corelog_loc_conf_t *clcf,
+    ngx_http_handler_pt handler)
 {
     ngx_http_core_loc_conf_t  *hlcf;
 
     hlcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
 
-    if (hlcf->handler != NULL) {
+    if (hlcf->handler != NULL || clcf->handler != NULL) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "corelog: a location takes one of "
                            "\"corelog_api\", \"corelog_token_check\", "
@@ -472,6 +651,8 @@ ngx_http_corelog_set_handler(ngx_conf_t *cf, ngx_http_handler_pt handler)
     }
 
     hlcf->handler = handler;
+    clcf->handler = handler;
+    ngx_http_corelog_conf_pos(cf, &clcf->handler_pos);
 
     return NGX_OK;
 }
@@ -504,7 +685,8 @@ ngx_http_corelog_token_check(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    if (ngx_http_corelog_set_handler(cf, ngx_http_corelog_token_handler)
+    if (ngx_http_corelog_set_handler(cf, clcf,
+                                     ngx_http_corelog_token_handler)
         != NGX_OK)
     {
         return NGX_CONF_ERROR;
@@ -570,7 +752,8 @@ ngx_http_corelog_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         }
     }
 
-    if (ngx_http_corelog_set_handler(cf, ngx_http_corelog_handler) != NGX_OK) {
+    if (ngx_http_corelog_set_handler(cf, clcf, ngx_http_corelog_handler)
+        != NGX_OK) {
         return NGX_CONF_ERROR;
     }
 
@@ -599,7 +782,8 @@ ngx_http_corelog_error(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    if (ngx_http_corelog_set_handler(cf, ngx_http_corelog_error_handler)
+    if (ngx_http_corelog_set_handler(cf, clcf,
+                                     ngx_http_corelog_error_handler)
         != NGX_OK)
     {
         return NGX_CONF_ERROR;

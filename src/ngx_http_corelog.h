@@ -46,6 +46,14 @@ typedef struct {
 } ngx_http_corelog_main_conf_t;
 
 
+/* where a directive was written: merge-time errors point at it */
+
+typedef struct {
+    ngx_str_t                    file;
+    ngx_uint_t                   line;
+} ngx_http_corelog_conf_pos_t;
+
+
 typedef struct {
     ngx_str_t                    auth_uri;        /* corelog_auth_request */
     ngx_uint_t                   token_check;     /* corelog_token_check */
@@ -53,6 +61,9 @@ typedef struct {
     ngx_array_t                 *api_args;        /* ngx_http_complex_value_t */
     ngx_http_corelog_api_t      *error_api;       /* corelog_error */
     ngx_array_t                 *resource_types;  /* of ngx_str_t */
+    ngx_http_handler_pt          handler;         /* the one of those three */
+    ngx_http_corelog_conf_pos_t  auth_pos;
+    ngx_http_corelog_conf_pos_t  handler_pos;
 } ngx_http_corelog_loc_conf_t;
 
 

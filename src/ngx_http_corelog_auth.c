@@ -2,11 +2,15 @@
 /*
  * Copyright (C) corelog authors
  *
- * corelog_auth_request: before the body is read, a subrequest (as in
- * nginx's auth_request) to the auth location, with the caller's headers
- * but never the body, its Content-Length or its Transfer-Encoding.  Its
- * status and X-Corelog-* headers become the caller's identity or the
- * reason for a 401/403/429/503; the content handler gives the answer.
+ * corelog_auth_request: in the access phase, before the body is read, a
+ * subrequest (as in nginx's auth_request) to the auth location, with the
+ * caller's headers but never the body, its Content-Length or its
+ * Transfer-Encoding.  Its status and X-Corelog-* headers become the
+ * caller's identity, or a 401/403/429/503/500 answered there and then in
+ * JSON: whatever serves the location, and for every method (but the 405
+ * that an API location gives to any method but POST, without a round
+ * trip).  With "satisfy any", a 401 or 403 lets the other access modules
+ * decide, as with auth_request; an API location still needs the identity.
  */
 
 
@@ -14,6 +18,8 @@
 
 
 static ngx_int_t ngx_http_corelog_auth_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_corelog_auth_decide(ngx_http_request_t *r,
+    ngx_http_corelog_ctx_t *ctx);
 static ngx_int_t ngx_http_corelog_auth_done(ngx_http_request_t *sr,
     void *data, ngx_int_t rc);
 static ngx_int_t ngx_http_corelog_auth_headers(ngx_http_request_t *r,
@@ -54,9 +60,11 @@ ngx_http_corelog_auth_handler(ngx_http_request_t *r)
         return NGX_DECLINED;
     }
 
-    /* other methods get their 405 without costing an auth round trip */
+    /* an API location answers other methods 405, without an auth round trip */
 
-    if (r->method != NGX_HTTP_POST) {
+    if (r->method != NGX_HTTP_POST
+        && r->content_handler == ngx_http_corelog_handler)
+    {
         return NGX_DECLINED;
     }
 
@@ -66,8 +74,7 @@ ngx_http_corelog_auth_handler(ngx_http_request_t *r)
     }
 
     if (ctx->auth.done) {
-        /* the verdict is the content handler's to answer */
-        return NGX_OK;
+        return ngx_http_corelog_auth_decide(r, ctx);
     }
 
     if (ctx->auth.started) {
@@ -95,7 +102,51 @@ ngx_http_corelog_auth_handler(ngx_http_request_t *r)
 
     ctx->auth.started = 1;
 
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "corelog auth: subrequest \"%V\"", &llcf->auth_uri);
+
     return NGX_AGAIN;
+}
+
+
+/*
+ * The subrequest is done: NGX_OK lets the request through; a denial is
+ * answered here, in the location's error shape, and the request is over.
+ */
+
+static ngx_int_t
+ngx_http_corelog_auth_decide(ngx_http_request_t *r,
+    ngx_http_corelog_ctx_t *ctx)
+{
+    ngx_int_t                   rc;
+    ngx_http_corelog_error_t    err;
+    ngx_http_core_loc_conf_t   *clcf;
+
+    err.nfields = 0;
+
+    if (ngx_http_corelog_auth_verdict(r, ctx, &err) == NGX_OK) {
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "corelog auth: allowed");
+        return NGX_OK;
+    }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "corelog auth: denied with %ui", err.status);
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    if (clcf->satisfy == NGX_HTTP_SATISFY_ANY
+        && (err.status == NGX_HTTP_UNAUTHORIZED
+            || err.status == NGX_HTTP_FORBIDDEN))
+    {
+        return err.status;
+    }
+
+    rc = ngx_http_corelog_reply_error(r, ctx, &err);
+
+    ngx_http_finalize_request(r, rc);
+
+    return NGX_DONE;
 }
 
 
@@ -244,6 +295,10 @@ ngx_http_corelog_auth_verdict(ngx_http_request_t *r,
     u_char                        uuid[NGX_HTTP_CORELOG_UUID_LEN];
 
     a = &ctx->auth;
+
+    if (a->allowed) {
+        return NGX_OK;
+    }
 
     if (!a->done) {
         llcf = ngx_http_get_module_loc_conf(r, ngx_http_corelog_module);

@@ -28,7 +28,7 @@ subtest 'a body buffer smaller than the body limit: a warning' => sub {
                    . $route, no_postgres => 1);
     my ($rc, $out) = $t->nginx_test_conf;
     is($rc, 0, 'exit 0') or diag $out;
-    like($out, qr/\[warn\].*corelog: "client_body_buffer_size" 16384 is smaller than "client_max_body_size" 1048576/,
+    like($out, qr/\[warn\].*corelog: location "\^\/core-log\/\(\?<ts>\[\^\/\]\*\)\$": "client_body_buffer_size" 16384 is smaller than "client_max_body_size" 1048576/,
          'warns that bodies would be read back from a file');
 
     $t->write_shipped_conf(conninfo => 'host=127.0.0.1 dbname=corelog');
