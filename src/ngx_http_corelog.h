@@ -19,6 +19,7 @@
 #define NGX_HTTP_CORELOG_MAX_FIELD_ERRORS  16
 #define NGX_HTTP_CORELOG_UUID_LEN          36
 #define NGX_HTTP_CORELOG_TIME_LEN          24   /* 2025-07-10T11:00:00.000Z */
+#define NGX_HTTP_CORELOG_LOG_TEXT_LEN      256  /* client text in a log line */
 
 #define NGX_HTTP_CORELOG_TOKEN_OFF         0
 #define NGX_HTTP_CORELOG_TOKEN_BEARER      1
@@ -111,6 +112,7 @@ typedef struct {
     unsigned                     batched:1;
     ngx_uint_t                   rows[NGX_HTTP_CORELOG_HIST]; /* a worker's */
     const u_char                *columns;         /* NULL: all text */
+    ngx_uint_t                   nfields;         /* of its result rows */
 } ngx_http_corelog_stmt_t;
 
 
@@ -326,6 +328,9 @@ ngx_int_t ngx_http_corelog_uuid_parse(ngx_str_t *in, u_char *out);
 void ngx_http_corelog_uuid_v7(u_char *out);
 void ngx_http_corelog_time_rfc3339(u_char *out, time_t sec, ngx_msec_t msec);
 ngx_int_t ngx_http_corelog_utf8_length(ngx_str_t *s);
+size_t ngx_http_corelog_utf8_next(u_char *p, u_char *last);
+u_char *ngx_http_corelog_log_text(u_char *dst, u_char *last, u_char *src,
+    size_t len);
 ngx_int_t ngx_http_corelog_random(u_char *buf, size_t len);
 ngx_str_t *ngx_http_corelog_header_find(ngx_list_t *headers,
     const char *name);

@@ -129,7 +129,8 @@ static ngx_http_corelog_stmt_t  ngx_http_corelog_channel_stmt = {
     "   FROM checked c",
 
     NGX_HTTP_CORELOG_CH_NCOLS, 1, { 0 },
-    ngx_http_corelog_channel_columns
+    ngx_http_corelog_channel_columns,
+    3
 };
 
 

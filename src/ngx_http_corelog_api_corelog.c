@@ -142,7 +142,8 @@ static ngx_http_corelog_stmt_t  ngx_http_corelog_core_log_stmt = {
     "   FROM checked c",
 
     NGX_HTTP_CORELOG_NCOLS, 1, { 0 },
-    ngx_http_corelog_core_log_columns
+    ngx_http_corelog_core_log_columns,
+    6
 };
 
 

@@ -111,7 +111,8 @@ static ngx_http_corelog_stmt_t  ngx_http_corelog_logtank_stmt = {
     "   FROM checked c",
 
     NGX_HTTP_CORELOG_LT_NCOLS, 1, { 0 },
-    ngx_http_corelog_logtank_columns
+    ngx_http_corelog_logtank_columns,
+    4
 };
 
 

@@ -785,6 +785,26 @@ ngx_http_corelog_batch_detach(ngx_http_corelog_pg_conn_t *pc, PGresult *res,
     n = pc->nops;
     pc->nops = 0;
 
+    /* a result of another shape answers no op: they get a 500 */
+
+    for (i = 0; res && i < n; i++) {
+        op = pc->ops[i];
+
+        if (op == NULL) {
+            continue;
+        }
+
+        if (PQnfields(res) != (int) op->stmt->nfields) {
+            ngx_log_error(NGX_LOG_ERR, &pc->log, 0,
+                          "corelog: statement \"%s\" returned %d columns, "
+                          "expected %ui", op->stmt->name, PQnfields(res),
+                          op->stmt->nfields);
+            res = NULL;
+        }
+
+        break;
+    }
+
     for (i = 0; i < n; i++) {
         op = pc->ops[i];
 

@@ -15,6 +15,8 @@ static void ngx_http_corelog_body_handler(ngx_http_request_t *r);
 static void ngx_http_corelog_op_handler(ngx_http_corelog_op_t *op,
     ngx_int_t rc, PGresult *res, int row);
 static ngx_int_t ngx_http_corelog_json_type(ngx_http_request_t *r);
+static void ngx_http_corelog_log_invalid(ngx_http_request_t *r,
+    ngx_http_corelog_error_t *err);
 
 
 static ngx_http_corelog_api_t  *ngx_http_corelog_apis[] = {
@@ -238,8 +240,7 @@ ngx_http_corelog_body_handler(ngx_http_request_t *r)
     rc = ctx->api->prepare(r, ctx, root, op, &err);
 
     if (rc == NGX_DECLINED) {
-        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                      "corelog: invalid request: %V", &err.message);
+        ngx_http_corelog_log_invalid(r, &err);
         ngx_http_finalize_request(r, ngx_http_corelog_reply_error(r, ctx,
                                                                   &err));
         return;
@@ -263,6 +264,27 @@ ngx_http_corelog_body_handler(ngx_http_request_t *r)
                                : "The database is unavailable, retry later");
 
     ngx_http_finalize_request(r, ngx_http_corelog_reply_error(r, ctx, &err));
+}
+
+
+/* a client fault, at info: the message may quote the client's text */
+
+static void
+ngx_http_corelog_log_invalid(ngx_http_request_t *r,
+    ngx_http_corelog_error_t *err)
+{
+    u_char  *p;
+    u_char   text[NGX_HTTP_CORELOG_LOG_TEXT_LEN];
+
+    if (r->connection->log->log_level < NGX_LOG_INFO) {
+        return;
+    }
+
+    p = ngx_http_corelog_log_text(text, text + sizeof(text),
+                                  err->message.data, err->message.len);
+
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "corelog: invalid request: %*s", p - text, text);
 }
 
 

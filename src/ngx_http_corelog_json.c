@@ -97,8 +97,14 @@ ngx_http_corelog_json_parse(ngx_http_request_t *r, json_t **root,
             break;
         }
 
+        body.data = text;
+        body.len = ngx_http_corelog_log_text(text, text + sizeof(text),
+                                             (u_char *) jerr.text,
+                                             ngx_strlen(jerr.text))
+                   - text;
+
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                      "corelog: client sent invalid JSON: %s", jerr.text);
+                      "corelog: client sent invalid JSON: %V", &body);
 
         return NGX_DECLINED;
     }
@@ -188,7 +194,9 @@ ngx_http_corelog_json_body(ngx_http_request_t *r, ngx_str_t *body)
             continue;
         }
 
-        p = ngx_cpymem(p, b->pos, b->last - b->pos);
+        if (b->last > b->pos) {
+            p = ngx_cpymem(p, b->pos, b->last - b->pos);
+        }
     }
 
     body->len = p - body->data;
@@ -265,13 +273,17 @@ ngx_http_corelog_out_raw(ngx_http_corelog_out_t *out, const char *s,
 }
 
 
-/* a JSON string: quotes, and escapes for '"', '\\' and control characters */
+/*
+ * A JSON string: quotes, escapes for '"', '\\' and control characters,
+ * and U+FFFD for each byte that is not part of valid UTF-8, so that every
+ * answer is valid UTF-8 whatever the text came from.
+ */
 
 void
 ngx_http_corelog_out_str(ngx_http_corelog_out_t *out, ngx_str_t *s)
 {
-    u_char      *p, ch;
-    ngx_uint_t   i;
+    u_char  *p, *src, *last, ch;
+    size_t   n;
 
     static u_char  hex[] = "0123456789abcdef";
 
@@ -282,8 +294,27 @@ ngx_http_corelog_out_str(ngx_http_corelog_out_t *out, ngx_str_t *s)
 
     *p++ = '"';
 
-    for (i = 0; i < s->len; i++) {
-        ch = s->data[i];
+    src = s->data;
+    last = src + s->len;
+
+    while (src < last) {
+        ch = *src;
+
+        if (ch >= 0x80) {
+            n = ngx_http_corelog_utf8_next(src, last);
+
+            if (n == 0) {
+                p = ngx_cpymem(p, "\\ufffd", 6);
+                src++;
+                continue;
+            }
+
+            p = ngx_cpymem(p, src, n);
+            src += n;
+            continue;
+        }
+
+        src++;
 
         switch (ch) {
 

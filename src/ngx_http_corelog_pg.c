@@ -23,6 +23,9 @@
 /* a DNS name: at most 253 characters (RFC 1035, without the final dot) */
 #define NGX_HTTP_CORELOG_PG_NAME_MAX     253
 
+/* a message of libpq or PostgreSQL in a log line */
+#define NGX_HTTP_CORELOG_PG_TEXT_LEN     512
+
 /* statements one connection keeps prepared (bits of pc->prepared) */
 #define NGX_HTTP_CORELOG_PG_STMTS        (8 * sizeof(ngx_uint_t) - 1)
 
@@ -57,8 +60,11 @@ static void ngx_http_corelog_pg_lost(ngx_http_corelog_pg_conn_t *pc,
 static void ngx_http_corelog_pg_close(ngx_http_corelog_pg_conn_t *pc);
 static void ngx_http_corelog_pg_retry(ngx_http_corelog_pg_conn_t *pc);
 static void ngx_http_corelog_pg_backoff_handler(ngx_event_t *ev);
-static void ngx_http_corelog_pg_notice(void *arg, const char *message);
-static ngx_str_t ngx_http_corelog_pg_message(const char *msg);
+static void ngx_http_corelog_pg_notice(void *arg, const PGresult *res);
+static ngx_str_t ngx_http_corelog_pg_message(const char *msg, u_char *buf,
+    size_t size);
+static void ngx_http_corelog_pg_result_error(ngx_http_corelog_pg_conn_t *pc,
+    PGresult *res, const char *what);
 static char *ngx_http_corelog_pg_hostaddr(ngx_conf_t *cf, const char *host,
     ngx_uint_t resolve, ngx_str_t *hostaddr);
 
@@ -81,6 +87,7 @@ ngx_http_corelog_pg_conninfo(ngx_conf_t *cf, ngx_http_corelog_main_conf_t *cmcf)
     ngx_str_t          resolved;
     ngx_uint_t         n, i;
     PQconninfoOption  *opts, *o;
+    u_char             text[NGX_HTTP_CORELOG_PG_TEXT_LEN];
 
     p = ngx_pnalloc(cf->pool, cmcf->conninfo.len + 1);
     if (p == NULL) {
@@ -94,7 +101,7 @@ ngx_http_corelog_pg_conninfo(ngx_conf_t *cf, ngx_http_corelog_main_conf_t *cmcf)
 
     if (opts == NULL) {
         if (errmsg) {
-            resolved = ngx_http_corelog_pg_message(errmsg);
+            resolved = ngx_http_corelog_pg_message(errmsg, text, sizeof(text));
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "corelog: invalid PostgreSQL conninfo: %V",
                                &resolved);
@@ -464,6 +471,7 @@ ngx_http_corelog_pg_connect(ngx_http_corelog_pg_conn_t *pc)
 {
     ngx_str_t                      msg;
     ngx_http_corelog_main_conf_t  *cmcf;
+    u_char                         text[NGX_HTTP_CORELOG_PG_TEXT_LEN];
 
     cmcf = ngx_http_corelog_pg_conf;
 
@@ -480,14 +488,15 @@ ngx_http_corelog_pg_connect(ngx_http_corelog_pg_conn_t *pc)
     }
 
     if (PQstatus(pc->conn) == CONNECTION_BAD) {
-        msg = ngx_http_corelog_pg_message(PQerrorMessage(pc->conn));
+        msg = ngx_http_corelog_pg_message(PQerrorMessage(pc->conn), text,
+                                          sizeof(text));
         ngx_log_error(NGX_HTTP_CORELOG_PG_LEVEL(pc), &pc->log, 0,
                       "corelog: could not connect to PostgreSQL: %V", &msg);
         ngx_http_corelog_pg_lost(pc, NGX_HTTP_SERVICE_UNAVAILABLE);
         return;
     }
 
-    (void) PQsetNoticeProcessor(pc->conn, ngx_http_corelog_pg_notice, pc);
+    (void) PQsetNoticeReceiver(pc->conn, ngx_http_corelog_pg_notice, pc);
 
     if (PQsetnonblocking(pc->conn, 1) == -1) {
         ngx_log_error(NGX_LOG_CRIT, &pc->log, 0,
@@ -591,6 +600,7 @@ ngx_http_corelog_pg_poll(ngx_http_corelog_pg_conn_t *pc)
     ngx_str_t       msg;
     ngx_msec_t      timer;
     ConnStatusType  status;
+    u_char          text[NGX_HTTP_CORELOG_PG_TEXT_LEN];
 
     pc->poll = PQconnectPoll(pc->conn);
     status = PQstatus(pc->conn);
@@ -600,7 +610,8 @@ ngx_http_corelog_pg_poll(ngx_http_corelog_pg_conn_t *pc)
                    pc->index, pc->poll, status);
 
     if (pc->poll == PGRES_POLLING_FAILED) {
-        msg = ngx_http_corelog_pg_message(PQerrorMessage(pc->conn));
+        msg = ngx_http_corelog_pg_message(PQerrorMessage(pc->conn), text,
+                                          sizeof(text));
         ngx_log_error(NGX_HTTP_CORELOG_PG_LEVEL(pc), &pc->log, 0,
                       "corelog: could not connect to PostgreSQL: %V", &msg);
         ngx_http_corelog_pg_lost(pc, NGX_HTTP_SERVICE_UNAVAILABLE);
@@ -769,6 +780,7 @@ ngx_http_corelog_pg_send(ngx_http_corelog_pg_conn_t *pc,
     int         sent;
     ngx_str_t   msg;
     ngx_uint_t  bit;
+    u_char      text[NGX_HTTP_CORELOG_PG_TEXT_LEN];
 
     bit = (ngx_uint_t) 1 << ngx_http_corelog_pg_stmt_index(stmt);
 
@@ -801,7 +813,8 @@ ngx_http_corelog_pg_send(ngx_http_corelog_pg_conn_t *pc,
     }
 
     if (!sent) {
-        msg = ngx_http_corelog_pg_message(PQerrorMessage(pc->conn));
+        msg = ngx_http_corelog_pg_message(PQerrorMessage(pc->conn), text,
+                                          sizeof(text));
         ngx_log_error(NGX_LOG_ERR, &pc->log, 0,
                       "corelog: could not send \"%s\": %V", stmt->name, &msg);
         ngx_http_corelog_pg_lost(pc, NGX_HTTP_SERVICE_UNAVAILABLE);
@@ -846,11 +859,13 @@ ngx_http_corelog_pg_flush(ngx_http_corelog_pg_conn_t *pc)
 {
     int        rc;
     ngx_str_t  msg;
+    u_char     text[NGX_HTTP_CORELOG_PG_TEXT_LEN];
 
     rc = PQflush(pc->conn);
 
     if (rc == -1) {
-        msg = ngx_http_corelog_pg_message(PQerrorMessage(pc->conn));
+        msg = ngx_http_corelog_pg_message(PQerrorMessage(pc->conn), text,
+                                          sizeof(text));
         ngx_log_error(NGX_LOG_ERR, &pc->log, 0,
                       "corelog: could not send to PostgreSQL: %V", &msg);
         ngx_http_corelog_pg_lost(pc, NGX_HTTP_SERVICE_UNAVAILABLE);
@@ -876,9 +891,11 @@ ngx_http_corelog_pg_idle_input(ngx_http_corelog_pg_conn_t *pc)
     ngx_str_t  msg;
     PGnotify  *notify;
     PGresult  *res;
+    u_char     text[NGX_HTTP_CORELOG_PG_TEXT_LEN];
 
     if (!PQconsumeInput(pc->conn) || PQstatus(pc->conn) == CONNECTION_BAD) {
-        msg = ngx_http_corelog_pg_message(PQerrorMessage(pc->conn));
+        msg = ngx_http_corelog_pg_message(PQerrorMessage(pc->conn), text,
+                                          sizeof(text));
         ngx_log_error(NGX_LOG_ERR, &pc->log, 0,
                       "corelog: PostgreSQL closed an idle connection: %V",
                       &msg);
@@ -908,9 +925,11 @@ ngx_http_corelog_pg_recv(ngx_http_corelog_pg_conn_t *pc)
 {
     ngx_str_t  msg;
     PGresult  *res;
+    u_char     text[NGX_HTTP_CORELOG_PG_TEXT_LEN];
 
     if (!PQconsumeInput(pc->conn)) {
-        msg = ngx_http_corelog_pg_message(PQerrorMessage(pc->conn));
+        msg = ngx_http_corelog_pg_message(PQerrorMessage(pc->conn), text,
+                                          sizeof(text));
         ngx_log_error(NGX_LOG_ERR, &pc->log, 0,
                       "corelog: PostgreSQL connection lost: %V", &msg);
         ngx_http_corelog_pg_lost(pc, NGX_HTTP_SERVICE_UNAVAILABLE);
@@ -952,7 +971,8 @@ ngx_http_corelog_pg_recv(ngx_http_corelog_pg_conn_t *pc)
     }
 
     if (PQstatus(pc->conn) == CONNECTION_BAD) {
-        msg = ngx_http_corelog_pg_message(PQerrorMessage(pc->conn));
+        msg = ngx_http_corelog_pg_message(PQerrorMessage(pc->conn), text,
+                                          sizeof(text));
         ngx_log_error(NGX_LOG_ERR, &pc->log, 0,
                       "corelog: PostgreSQL connection lost: %V", &msg);
         ngx_http_corelog_pg_lost(pc, NGX_HTTP_SERVICE_UNAVAILABLE);
@@ -963,9 +983,7 @@ ngx_http_corelog_pg_recv(ngx_http_corelog_pg_conn_t *pc)
 static void
 ngx_http_corelog_pg_done(ngx_http_corelog_pg_conn_t *pc)
 {
-    char         *state;
     ngx_int_t     rc;
-    ngx_str_t     msg;
     PGresult     *res, *error;
     ngx_queue_t   done;
 
@@ -985,12 +1003,7 @@ ngx_http_corelog_pg_done(ngx_http_corelog_pg_conn_t *pc)
 
     if (error) {
         rc = ngx_http_corelog_pg_status(error);
-        state = PQresultErrorField(error, PG_DIAG_SQLSTATE);
-        msg = ngx_http_corelog_pg_message(PQresultErrorMessage(error));
-
-        ngx_log_error(NGX_LOG_ERR, &pc->log, 0,
-                      "corelog: statement failed with SQLSTATE %s: %V",
-                      state ? state : "none", &msg);
+        ngx_http_corelog_pg_result_error(pc, error, "statement");
 
     } else if (res == NULL) {
         ngx_log_error(NGX_LOG_ERR, &pc->log, 0,
@@ -1059,7 +1072,6 @@ ngx_http_corelog_pg_prepared(ngx_http_corelog_pg_conn_t *pc, PGresult *res,
     PGresult *error)
 {
     ngx_int_t                 rc;
-    ngx_str_t                 msg;
     ngx_http_corelog_stmt_t  *stmt;
 
     stmt = pc->preparing;
@@ -1071,11 +1083,7 @@ ngx_http_corelog_pg_prepared(ngx_http_corelog_pg_conn_t *pc, PGresult *res,
 
     if (error) {
         rc = ngx_http_corelog_pg_status(error);
-        msg = ngx_http_corelog_pg_message(PQresultErrorMessage(error));
-
-        ngx_log_error(NGX_LOG_ERR, &pc->log, 0,
-                      "corelog: could not prepare \"%s\": %V",
-                      stmt->name, &msg);
+        ngx_http_corelog_pg_result_error(pc, error, "preparing");
         PQclear(error);
 
     } else {
@@ -1236,33 +1244,81 @@ ngx_http_corelog_pg_backoff_handler(ngx_event_t *ev)
 }
 
 
+/*
+ * A notice or warning of the server: its severity, SQLSTATE and primary
+ * message, on one line; never its DETAIL, which may quote row data.
+ */
+
 static void
-ngx_http_corelog_pg_notice(void *arg, const char *message)
+ngx_http_corelog_pg_notice(void *arg, const PGresult *res)
 {
     ngx_http_corelog_pg_conn_t  *pc = arg;
 
-    ngx_str_t  msg;
+    char       *severity, *state;
+    ngx_str_t   msg;
+    u_char      text[NGX_HTTP_CORELOG_PG_TEXT_LEN];
 
-    msg = ngx_http_corelog_pg_message(message);
+    severity = PQresultErrorField(res, PG_DIAG_SEVERITY);
+    state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    msg = ngx_http_corelog_pg_message(
+                          PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY),
+                          text, sizeof(text));
 
     ngx_log_error(NGX_LOG_NOTICE, &pc->log, 0,
-                  "corelog: PostgreSQL says: %V", &msg);
+                  "corelog: PostgreSQL says: %s: %V (SQLSTATE %s)",
+                  severity ? severity : "NOTICE", &msg,
+                  state ? state : "none");
 }
 
 
-/* libpq's message without its trailing new lines */
+/*
+ * A failed statement: its SQLSTATE, primary message, table and
+ * constraint, on one line; never the DETAIL ("Failing row contains ...")
+ * or the statement, which carry the clients' data.
+ */
+
+static void
+ngx_http_corelog_pg_result_error(ngx_http_corelog_pg_conn_t *pc,
+    PGresult *res, const char *what)
+{
+    char       *state, *table, *constraint;
+    ngx_str_t   msg;
+    u_char      text[NGX_HTTP_CORELOG_PG_TEXT_LEN];
+
+    state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    table = PQresultErrorField(res, PG_DIAG_TABLE_NAME);
+    constraint = PQresultErrorField(res, PG_DIAG_CONSTRAINT_NAME);
+
+    msg = ngx_http_corelog_pg_message(
+                          PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY),
+                          text, sizeof(text));
+
+    if (msg.len == 0) {
+        msg = ngx_http_corelog_pg_message(PQresultErrorMessage(res), text,
+                                          sizeof(text));
+    }
+
+    ngx_log_error(NGX_LOG_ERR, &pc->log, 0,
+                  "corelog: %s failed with SQLSTATE %s: %V%s%s%s%s%s",
+                  what, state ? state : "none", &msg,
+                  table ? " (table " : "", table ? table : "",
+                  constraint ? ", constraint " : "",
+                  constraint ? constraint : "", table ? ")" : "");
+}
+
+
+/* a message of libpq or the server as one line of the error log */
 
 static ngx_str_t
-ngx_http_corelog_pg_message(const char *msg)
+ngx_http_corelog_pg_message(const char *msg, u_char *buf, size_t size)
 {
     ngx_str_t  s;
 
-    s.data = (u_char *) msg;
-    s.len = msg ? ngx_strlen(msg) : 0;
-
-    while (s.len && (s.data[s.len - 1] == '\n' || s.data[s.len - 1] == ' ')) {
-        s.len--;
-    }
+    s.data = buf;
+    s.len = msg ? ngx_http_corelog_log_text(buf, buf + size, (u_char *) msg,
+                                            ngx_strlen(msg))
+                  - buf
+                : 0;
 
     return s;
 }

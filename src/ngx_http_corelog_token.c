@@ -76,7 +76,7 @@ static ngx_http_corelog_stmt_t  ngx_http_corelog_token_stmt = {
     "  LEFT JOIN corelog.tokens AS t"
     "         ON t.token_hash = decode($1, 'hex')",
 
-    1, 0, { 0 }, NULL
+    1, 0, { 0 }, NULL, 5
 };
 
 

@@ -2,7 +2,7 @@
 /*
  * Copyright (C) corelog authors
  *
- * Small helpers: UUIDs, time stamps, random bytes, UTF-8 lengths.
+ * Small helpers: UUIDs, time stamps, random bytes, UTF-8, log text.
  */
 
 
@@ -186,6 +186,134 @@ ngx_http_corelog_utf8_length(ngx_str_t *s)
     }
 
     return n;
+}
+
+
+/*
+ * The length of the UTF-8 sequence at p (RFC 3629: no overlong forms, no
+ * surrogates, nothing above U+10FFFF), or 0 if there is none.
+ */
+
+size_t
+ngx_http_corelog_utf8_next(u_char *p, u_char *last)
+{
+    u_char  c, lo, hi;
+    size_t  len, i;
+
+    c = *p;
+
+    if (c < 0x80) {
+        return 1;
+    }
+
+    lo = 0x80;
+    hi = 0xbf;
+
+    if (c >= 0xc2 && c <= 0xdf) {
+        len = 2;
+
+    } else if (c >= 0xe0 && c <= 0xef) {
+        len = 3;
+        lo = (c == 0xe0) ? 0xa0 : 0x80;          /* overlong */
+        hi = (c == 0xed) ? 0x9f : 0xbf;          /* surrogates */
+
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        len = 4;
+        lo = (c == 0xf0) ? 0x90 : 0x80;          /* overlong */
+        hi = (c == 0xf4) ? 0x8f : 0xbf;          /* above U+10FFFF */
+
+    } else {
+        return 0;
+    }
+
+    if ((size_t) (last - p) < len) {
+        return 0;
+    }
+
+    if (p[1] < lo || p[1] > hi) {
+        return 0;
+    }
+
+    for (i = 2; i < len; i++) {
+        if (p[i] < 0x80 || p[i] > 0xbf) {
+            return 0;
+        }
+    }
+
+    return len;
+}
+
+
+/*
+ * Text from a client or a server, made fit for one line of the error log:
+ * white space becomes one space, other control bytes and invalid UTF-8
+ * become \xHH, and the text is cut (with "...") to what fits in
+ * [dst, last).  Returns the end of what was written.
+ */
+
+u_char *
+ngx_http_corelog_log_text(u_char *dst, u_char *last, u_char *src, size_t len)
+{
+    u_char  *end, *start;
+    size_t   n;
+
+    start = dst;
+    end = src + len;
+
+    if (last - dst < 4) {
+        return dst;
+    }
+
+    last -= 3;                                   /* room for "..." */
+
+    while (src < end) {
+
+        if (*src == '\n' || *src == '\r' || *src == '\t' || *src == ' ') {
+            src++;
+
+            if (dst > start && dst[-1] != ' ') {
+                if (dst == last) {
+                    goto cut;
+                }
+
+                *dst++ = ' ';
+            }
+
+            continue;
+        }
+
+        n = ngx_http_corelog_utf8_next(src, end);
+
+        if (n == 1 && (*src < 0x20 || *src == 0x7f)) {
+            n = 0;
+        }
+
+        if (n == 0) {
+            if (last - dst < 4) {
+                goto cut;
+            }
+
+            dst = ngx_sprintf(dst, "\\x%02xd", *src++);
+            continue;
+        }
+
+        if ((size_t) (last - dst) < n) {
+            goto cut;
+        }
+
+        dst = ngx_cpymem(dst, src, n);
+        src += n;
+    }
+
+    while (dst > start && dst[-1] == ' ') {
+        dst--;
+    }
+
+    return dst;
+
+cut:
+
+    return ngx_cpymem(dst, "...", 3);
 }
 
 
