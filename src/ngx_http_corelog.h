@@ -21,6 +21,13 @@
 #define NGX_HTTP_CORELOG_TIME_LEN          24   /* 2025-07-10T11:00:00.000Z */
 #define NGX_HTTP_CORELOG_LOG_TEXT_LEN      256  /* client text in a log line */
 
+/* a request body's JSON: values ('{', '[', ':', ','), nesting */
+#define NGX_HTTP_CORELOG_JSON_VALUES_MAX   1024
+#define NGX_HTTP_CORELOG_JSON_VALUES_TEXT  "1024"
+#define NGX_HTTP_CORELOG_JSON_DEPTH_MAX    16
+#define NGX_HTTP_CORELOG_JSON_DEPTH_TEXT   "16"
+#define NGX_HTTP_CORELOG_PARSE_POOL_SIZE   16384
+
 #define NGX_HTTP_CORELOG_TOKEN_OFF         0
 #define NGX_HTTP_CORELOG_TOKEN_BEARER      1
 #define NGX_HTTP_CORELOG_TOKEN_X_AUTH      2
@@ -79,6 +86,7 @@ typedef struct {
 typedef struct {
     ngx_uint_t                   status;
     ngx_str_t                    message;
+    ngx_uint_t                   nomem;           /* not a client fault */
     ngx_uint_t                   nfields;
     ngx_http_corelog_field_error_t  fields[NGX_HTTP_CORELOG_MAX_FIELD_ERRORS];
 } ngx_http_corelog_error_t;
@@ -239,6 +247,9 @@ extern ngx_http_corelog_api_t  ngx_http_corelog_api_logtank;
 
 /* ngx_http_corelog_handler.c */
 ngx_int_t ngx_http_corelog_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_corelog_body_op(ngx_http_request_t *r,
+    ngx_http_corelog_ctx_t *ctx, ngx_http_corelog_op_t *op,
+    ngx_http_corelog_error_t *err);
 ngx_int_t ngx_http_corelog_error_handler(ngx_http_request_t *r);
 ngx_http_corelog_ctx_t *ngx_http_corelog_get_ctx(ngx_http_request_t *r);
 ngx_http_corelog_api_t *ngx_http_corelog_api_find(ngx_str_t *name);
@@ -287,8 +298,9 @@ ngx_int_t ngx_http_corelog_batch_init_process(ngx_cycle_t *cycle,
 void ngx_http_corelog_batch_exit_process(ngx_cycle_t *cycle);
 
 /* ngx_http_corelog_json.c */
-ngx_int_t ngx_http_corelog_json_parse(ngx_http_request_t *r, json_t **root,
-    ngx_http_corelog_error_t *err);
+ngx_int_t ngx_http_corelog_json_parse(ngx_http_request_t *r, ngx_pool_t *pool,
+    json_t **root, ngx_http_corelog_error_t *err);
+void ngx_http_corelog_json_release(ngx_http_request_t *r);
 void ngx_http_corelog_json_field_error(ngx_pool_t *pool,
     ngx_http_corelog_error_t *err, const char *field, const char *fmt, ...);
 ngx_int_t ngx_http_corelog_json_string(ngx_pool_t *pool, json_t *obj,

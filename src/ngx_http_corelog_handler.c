@@ -200,7 +200,6 @@ ngx_http_corelog_json_type(ngx_http_request_t *r)
 static void
 ngx_http_corelog_body_handler(ngx_http_request_t *r)
 {
-    json_t                    *root;
     ngx_int_t                  rc;
     ngx_http_corelog_op_t     *op;
     ngx_http_corelog_ctx_t    *ctx;
@@ -213,21 +212,6 @@ ngx_http_corelog_body_handler(ngx_http_request_t *r)
         return;
     }
 
-    err.nfields = 0;
-
-    rc = ngx_http_corelog_json_parse(r, &root, &err);
-
-    if (rc == NGX_DECLINED) {
-        ngx_http_finalize_request(r, ngx_http_corelog_reply_error(r, ctx,
-                                                                  &err));
-        return;
-    }
-
-    if (rc != NGX_OK) {
-        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-        return;
-    }
-
     op = ngx_http_corelog_batch_op(r, ctx->api->stmt);
     if (op == NULL) {
         ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
@@ -237,7 +221,9 @@ ngx_http_corelog_body_handler(ngx_http_request_t *r)
     op->handler = ngx_http_corelog_op_handler;
     op->data = ctx;
 
-    rc = ctx->api->prepare(r, ctx, root, op, &err);
+    err.nfields = 0;
+
+    rc = ngx_http_corelog_body_op(r, ctx, op, &err);
 
     if (rc == NGX_DECLINED) {
         ngx_http_corelog_log_invalid(r, &err);
@@ -264,6 +250,46 @@ ngx_http_corelog_body_handler(ngx_http_request_t *r)
                                : "The database is unavailable, retry later");
 
     ngx_http_finalize_request(r, ngx_http_corelog_reply_error(r, ctx, &err));
+}
+
+
+/*
+ * The request body to the op's values: parsed into a pool of its own, the
+ * route's prepare() copies what the row needs into the request pool, and
+ * then the tree and the body are freed.  NGX_OK, NGX_DECLINED with err
+ * (a client fault), or NGX_ERROR.
+ */
+
+ngx_int_t
+ngx_http_corelog_body_op(ngx_http_request_t *r, ngx_http_corelog_ctx_t *ctx,
+    ngx_http_corelog_op_t *op, ngx_http_corelog_error_t *err)
+{
+    json_t      *root;
+    ngx_int_t    rc;
+    ngx_pool_t  *pool;
+
+    pool = ngx_create_pool(NGX_HTTP_CORELOG_PARSE_POOL_SIZE,
+                           r->connection->log);
+    if (pool == NULL) {
+        return NGX_ERROR;
+    }
+
+    err->nomem = 0;
+
+    rc = ngx_http_corelog_json_parse(r, pool, &root, err);
+
+    if (rc == NGX_OK) {
+        rc = ctx->api->prepare(r, ctx, root, op, err);
+    }
+
+    if (err->nomem) {
+        rc = NGX_ERROR;
+    }
+
+    ngx_destroy_pool(pool);
+    ngx_http_corelog_json_release(r);
+
+    return rc;
 }
 
 

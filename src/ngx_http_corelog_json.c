@@ -13,7 +13,9 @@
 static void *ngx_http_corelog_json_alloc(size_t size);
 static void ngx_http_corelog_json_free(void *p);
 static ngx_int_t ngx_http_corelog_json_body(ngx_http_request_t *r,
-    ngx_str_t *body);
+    ngx_pool_t *pool, ngx_str_t *body);
+static ngx_int_t ngx_http_corelog_json_scan(ngx_str_t *body,
+    ngx_http_corelog_error_t *err);
 static u_char *ngx_http_corelog_out_reserve(ngx_http_corelog_out_t *out,
     size_t size);
 
@@ -23,15 +25,18 @@ static ngx_pool_t  *ngx_http_corelog_json_pool;
 
 
 /*
- * Parses the request body into a JSON object owned by the request pool:
- * jansson's allocator is pointed at r->pool for the parse only, and the
- * values are never freed one by one (the pool goes with the request).
- * NGX_DECLINED with err filled for a client fault, NGX_ERROR otherwise.
+ * Parses the request body into a JSON object owned by pool, a pool of the
+ * parse alone: jansson's allocator is pointed at it for the parse only,
+ * the values are never freed one by one, and the whole tree goes with the
+ * pool once the route has taken what it keeps.  Before jansson sees the
+ * body, its values and depth are counted against fixed bounds, so that a
+ * body's cost is bounded by its size and not by its shape.  NGX_DECLINED
+ * with err filled for a client fault, NGX_ERROR otherwise.
  */
 
 ngx_int_t
-ngx_http_corelog_json_parse(ngx_http_request_t *r, json_t **root,
-    ngx_http_corelog_error_t *err)
+ngx_http_corelog_json_parse(ngx_http_request_t *r, ngx_pool_t *pool,
+    json_t **root, ngx_http_corelog_error_t *err)
 {
     json_t              *json;
     ngx_int_t            rc;
@@ -41,7 +46,7 @@ ngx_http_corelog_json_parse(ngx_http_request_t *r, json_t **root,
     json_malloc_t        saved_malloc;
     u_char               text[JSON_ERROR_TEXT_LENGTH + 64];
 
-    rc = ngx_http_corelog_json_body(r, &body);
+    rc = ngx_http_corelog_json_body(r, pool, &body);
     if (rc != NGX_OK) {
         return rc;
     }
@@ -53,10 +58,14 @@ ngx_http_corelog_json_parse(ngx_http_request_t *r, json_t **root,
         return NGX_DECLINED;
     }
 
+    if (ngx_http_corelog_json_scan(&body, err) != NGX_OK) {
+        return NGX_DECLINED;
+    }
+
     json_get_alloc_funcs(&saved_malloc, &saved_free);
     json_set_alloc_funcs(ngx_http_corelog_json_alloc,
                          ngx_http_corelog_json_free);
-    ngx_http_corelog_json_pool = r->pool;
+    ngx_http_corelog_json_pool = pool;
 
     json = json_loadb((const char *) body.data, body.len,
                       JSON_REJECT_DUPLICATES|JSON_DECODE_ANY, &jerr);
@@ -121,6 +130,80 @@ ngx_http_corelog_json_parse(ngx_http_request_t *r, json_t **root,
 }
 
 
+/*
+ * Counts the body's values (every '{', '[', ':' and ',' outside strings
+ * starts one) and its depth, in one pass; the text is jansson's to check.
+ */
+
+static ngx_int_t
+ngx_http_corelog_json_scan(ngx_str_t *body, ngx_http_corelog_error_t *err)
+{
+    u_char      *p, *last;
+    ngx_uint_t   values, depth;
+
+    values = 0;
+    depth = 0;
+
+    p = body->data;
+    last = p + body->len;
+
+    while (p < last) {
+
+        switch (*p++) {
+
+        case '"':
+            while (p < last && *p != '"') {
+                if (*p++ == '\\' && p < last) {
+                    p++;
+                }
+            }
+
+            if (p < last) {
+                p++;
+            }
+
+            break;
+
+        case '{':
+        case '[':
+            if (++depth > NGX_HTTP_CORELOG_JSON_DEPTH_MAX) {
+                ngx_http_corelog_error_set(err, NGX_HTTP_BAD_REQUEST,
+                                           "Request body is nested too "
+                                           "deeply (at most "
+                                           NGX_HTTP_CORELOG_JSON_DEPTH_TEXT
+                                           " levels)");
+                return NGX_DECLINED;
+            }
+
+            /* fall through */
+
+        case ':':
+        case ',':
+            if (++values > NGX_HTTP_CORELOG_JSON_VALUES_MAX) {
+                ngx_http_corelog_error_set(err, NGX_HTTP_BAD_REQUEST,
+                                           "Request body has too many JSON "
+                                           "values (at most "
+                                           NGX_HTTP_CORELOG_JSON_VALUES_TEXT
+                                           ")");
+                return NGX_DECLINED;
+            }
+
+            break;
+
+        case '}':
+        case ']':
+            if (depth) {
+                depth--;
+            }
+
+            break;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
 static void *
 ngx_http_corelog_json_alloc(size_t size)
 {
@@ -138,7 +221,8 @@ ngx_http_corelog_json_free(void *p)
 /* the body as one piece of memory: in place when nginx read it so */
 
 static ngx_int_t
-ngx_http_corelog_json_body(ngx_http_request_t *r, ngx_str_t *body)
+ngx_http_corelog_json_body(ngx_http_request_t *r, ngx_pool_t *pool,
+    ngx_str_t *body)
 {
     u_char       *p;
     off_t         len;
@@ -170,7 +254,7 @@ ngx_http_corelog_json_body(ngx_http_request_t *r, ngx_str_t *body)
         return NGX_OK;
     }
 
-    p = ngx_pnalloc(r->pool, (size_t) len);
+    p = ngx_pnalloc(pool, (size_t) len);
     if (p == NULL) {
         return NGX_ERROR;
     }
@@ -202,6 +286,40 @@ ngx_http_corelog_json_body(ngx_http_request_t *r, ngx_str_t *body)
     body->len = p - body->data;
 
     return NGX_OK;
+}
+
+
+/*
+ * Once the body is parsed, its buffers go back to the allocator: a write
+ * that waits in the queue holds its row's values, not its body.  Buffers
+ * that are not the request pool's own (a body read with the header) are
+ * left alone: ngx_pfree() frees only large allocations of that pool.
+ */
+
+void
+ngx_http_corelog_json_release(ngx_http_request_t *r)
+{
+    ngx_chain_t               *cl;
+    ngx_http_request_body_t   *rb;
+
+    rb = r->request_body;
+
+    if (rb == NULL) {
+        return;
+    }
+
+    for (cl = rb->bufs; cl; cl = cl->next) {
+        if (!cl->buf->in_file && cl->buf->start) {
+            (void) ngx_pfree(r->pool, cl->buf->start);
+        }
+    }
+
+    if (rb->buf && rb->buf->start) {
+        (void) ngx_pfree(r->pool, rb->buf->start);
+    }
+
+    rb->bufs = NULL;
+    rb->buf = NULL;
 }
 
 
@@ -249,6 +367,10 @@ ngx_http_corelog_out_reserve(ngx_http_corelog_out_t *out, size_t size)
     }
 
     ngx_memcpy(p, out->start, used);
+
+    /* a large buffer goes back at once: a queued write keeps only one */
+
+    (void) ngx_pfree(out->pool, out->start);
 
     out->start = p;
     out->pos = p + used;
@@ -432,9 +554,10 @@ ngx_http_corelog_json_field_error(ngx_pool_t *pool,
 
 
 /*
- * A string field: NGX_OK with out set (out->data NULL when an optional
- * field is absent or null), or NGX_DECLINED with the field error added.
- * max_chars counts UTF-8 characters, max_bytes bytes; 0 is no bound.
+ * A string field: NGX_OK with out set to a copy in pool (out->data NULL
+ * when an optional field is absent or null), or NGX_DECLINED with the
+ * field error added.  max_chars counts UTF-8 characters, max_bytes bytes;
+ * 0 is no bound.
  */
 
 ngx_int_t
@@ -483,6 +606,14 @@ ngx_http_corelog_json_string(ngx_pool_t *pool, json_t *obj,
                                           "must be at most %uz bytes",
                                           max_bytes);
         return NGX_DECLINED;
+    }
+
+    /* the tree goes once the body is parsed: keep a copy */
+
+    out->data = ngx_pstrdup(pool, out);
+    if (out->data == NULL) {
+        err->nomem = 1;
+        return NGX_ERROR;
     }
 
     return NGX_OK;

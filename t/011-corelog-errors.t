@@ -161,7 +161,7 @@ my @bodies = (
     ['\\u0000 in a string', '{"trafficUserId":"a\u0000b"}', qr/u0000/],
     ['lone surrogate', '{"trafficUserId":"\ud800"}', qr/^Malformed JSON/],
     ['duplicate key', '{"status":200,"status":201}', qr/^Malformed JSON/],
-    ['deep nesting', '[' x 5000 . ']' x 5000, qr/^Malformed JSON/],
+    ['deep nesting', '[' x 5000 . ']' x 5000, qr/^Request body is nested too deeply/],
 );
 
 for my $case (@bodies) {
