@@ -3,15 +3,21 @@
 #   make               build objs/ngx_http_corelog_module.so (= make build)
 #   make test          build, then run the Perl tests in t/ (prove)
 #   make valgrind      build, then run the tests with nginx under valgrind
+#   make asan          build nginx and the module with ASan + UBSan in
+#                      .build/asan/, then run the tests with them
 #   make run           build, then start PostgreSQL + nginx in .run/ (demo)
 #   make deps          install missing Debian packages (apt-get, via sudo)
+#   make fuzz          build the libFuzzer targets (clang, ASan + UBSan) in
+#                      .build/fuzz/ and run each FUZZ_SECONDS (fuzz/README.md)
 #   make clean         remove objs/ and t/tmp/
 #   make distclean     clean, and also remove .run/ (the `make run` database)
+#                      and .build/ (nginx source trees, asan and fuzz builds)
 #
 # Variables: NGINX_SRC=<nginx source tree> (default: Debian's nginx-dev tree),
 # TESTS=<files or dirs for prove> (default t/), PROVE_JOBS (default 2),
 # PROVE_FLAGS, PORT and PGPORT for `make run`.  TEST_CORELOG_KEEP=1 keeps the
-# tests' temporary directories in t/tmp/.
+# tests' temporary directories in t/tmp/.  FUZZ_TARGETS (default: all four)
+# and FUZZ_SECONDS (default 60) for `make fuzz`.
 
 SHELL := /bin/bash
 
@@ -25,7 +31,7 @@ PROVE_JOBS  ?= 2
 PROVE_FLAGS ?=
 
 .DEFAULT_GOAL := build
-.PHONY: build deps test valgrind run bench soak clean distclean lint
+.PHONY: build deps test valgrind asan run bench soak clean distclean lint fuzz
 
 deps:
 	scripts/deps.sh
@@ -51,6 +57,17 @@ valgrind: build
 	TEST_CORELOG_VALGRIND=1 prove -I t/lib -r -j1 $(PROVE_FLAGS) \
 	    $(VALGRIND_TESTS)
 
+# nginx itself and the module compiled with -fsanitize=address,undefined
+# (scripts/asan.sh: a full nginx source tree, the build in .build/asan/);
+# each test file fails "asan: no sanitizer reports" on any ASan or UBSan
+# report (t/lib/Corelog/Test.pm; t/asan.supp and t/ubsan.supp suppress
+# nginx's own).  TESTS, PROVE_JOBS and PROVE_FLAGS as for `make test`.
+# About 70 s for t/, and 3 minutes for the first build.  Not part of
+# `make test`.
+asan:
+	TESTS="$(TESTS)" PROVE_JOBS="$(PROVE_JOBS)" PROVE_FLAGS="$(PROVE_FLAGS)" \
+	    scripts/asan.sh
+
 run: build
 	scripts/run.sh
 
@@ -62,6 +79,16 @@ bench: build
 soak: build
 	BENCH_ROUTES=channel_log BENCH_DURATION=$${BENCH_DURATION:-300s} \
 	BENCH_NO_PGBENCH=1 BENCH_PAIRS=10 bench/run.sh
+
+# libFuzzer targets for the request bodies of the three routes and for the
+# corelog_postgres conninfo (fuzz/README.md); exits 1 when one crashed.
+#   make fuzz FUZZ_TARGETS=fuzz_conninfo FUZZ_SECONDS=600
+FUZZ_TARGETS ?= fuzz_core_log fuzz_channel_log fuzz_logtank fuzz_conninfo
+FUZZ_SECONDS ?= 60
+
+fuzz:
+	FUZZ_TARGETS="$(FUZZ_TARGETS)" FUZZ_SECONDS="$(FUZZ_SECONDS)" \
+	    scripts/fuzz.sh
 
 lint:
 	bash -n scripts/*.sh .ci/run
@@ -89,4 +116,4 @@ distclean: clean
 	    kill -INT "$$(head -1 .run/pgdata/postmaster.pid)" 2>/dev/null \
 	    && stopped=1; \
 	if [ -n "$$stopped" ]; then sleep 2; fi
-	rm -rf .run
+	rm -rf .run .build

@@ -79,6 +79,13 @@ static ngx_command_t  ngx_http_corelog_commands[] = {
       offsetof(ngx_http_corelog_main_conf_t, queue_max),
       &ngx_http_corelog_queue_bounds },
 
+    { ngx_string("corelog_token_queue_max"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_corelog_main_conf_t, token_queue_max),
+      &ngx_http_corelog_queue_bounds },
+
     { ngx_string("corelog_batch_max"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_num_slot,
@@ -218,10 +225,12 @@ ngx_http_corelog_create_main_conf(ngx_conf_t *cf)
      *     cmcf->conninfo = { 0, NULL };
      *     cmcf->keywords = NULL;
      *     cmcf->values = NULL;
+     *     cmcf->worker = NULL;
      */
 
     cmcf->connections = NGX_CONF_UNSET_UINT;
     cmcf->queue_max = NGX_CONF_UNSET_UINT;
+    cmcf->token_queue_max = NGX_CONF_UNSET_UINT;
     cmcf->batch_max = NGX_CONF_UNSET_UINT;
     cmcf->query_timeout = NGX_CONF_UNSET_MSEC;
     cmcf->connect_timeout = NGX_CONF_UNSET_MSEC;
@@ -240,6 +249,7 @@ ngx_http_corelog_init_main_conf(ngx_conf_t *cf, void *conf)
 
     ngx_conf_init_uint_value(cmcf->connections, 4);
     ngx_conf_init_uint_value(cmcf->queue_max, 1024);
+    ngx_conf_init_uint_value(cmcf->token_queue_max, 1024);
     ngx_conf_init_uint_value(cmcf->batch_max, 100);
     ngx_conf_init_msec_value(cmcf->query_timeout, 5000);
     ngx_conf_init_msec_value(cmcf->connect_timeout, 5000);
@@ -841,6 +851,31 @@ ngx_http_corelog_resource_types(ngx_conf_t *cf, ngx_command_t *cmd,
 static ngx_int_t
 ngx_http_corelog_init_process(ngx_cycle_t *cycle)
 {
+    ngx_http_corelog_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_corelog_module);
+
+    if (cmcf == NULL || cmcf->conninfo.len == 0) {
+        return NGX_OK;
+    }
+
+    /* not in the cache manager and loader: only workers serve requests */
+
+    if (ngx_process != NGX_PROCESS_WORKER
+        && ngx_process != NGX_PROCESS_SINGLE)
+    {
+        return NGX_OK;
+    }
+
+    cmcf->worker = ngx_pcalloc(cycle->pool, sizeof(ngx_http_corelog_worker_t));
+    if (cmcf->worker == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_corelog_token_init_process(cycle, cmcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     return ngx_http_corelog_pg_init_process(cycle);
 }
 
@@ -848,7 +883,15 @@ ngx_http_corelog_init_process(ngx_cycle_t *cycle)
 static void
 ngx_http_corelog_exit_process(ngx_cycle_t *cycle)
 {
+    ngx_http_corelog_main_conf_t  *cmcf;
+
     ngx_http_corelog_apis_log_rows(cycle);
     ngx_http_corelog_pg_exit_process(cycle);
     ngx_http_corelog_token_exit_process(cycle);
+
+    cmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_corelog_module);
+
+    if (cmcf) {
+        cmcf->worker = NULL;
+    }
 }

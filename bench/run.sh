@@ -112,6 +112,7 @@ OUT=$out perl -pe '
     s/corelog_connections \d+;/corelog_connections $ENV{PGCONNS};/
         if $ENV{PGCONNS};
     s/corelog_batch_max \d+;/corelog_batch_max $ENV{BATCH};/ if $ENV{BATCH};
+    $_ = "" if /^\s*limit_(?:req|conn)\s/;
     $_ .= join "", map { "    ${_}_temp_path \"$ENV{OUT}/tmp/$_\";\n" }
                    qw(client_body proxy fastcgi uwsgi scgi)
         if /^http\s*\{/;

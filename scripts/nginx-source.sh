@@ -67,7 +67,10 @@ EOF
     (cd "$tree.tmp" && apt-get "${opts[@]}" -q source --download-only \
         --tar-only nginx >"$apt/source.log" 2>&1) || {
         cat "$apt/source.log" >&2; exit 1; }
-    orig=$(ls "$tree.tmp"/nginx_*.orig.tar.gz 2>/dev/null | head -1)
+    orig=
+    for f in "$tree.tmp"/nginx_*.orig.tar.gz; do
+        [ -f "$f" ] && orig=$f && break
+    done
     case $orig in
         */nginx_"$version".orig.tar.gz) ;;
         *) echo "nginx-source: Debian has ${orig##*/}, not nginx $version;" \

@@ -36,6 +36,41 @@
 typedef struct ngx_http_corelog_api_s      ngx_http_corelog_api_t;
 typedef struct ngx_http_corelog_op_s       ngx_http_corelog_op_t;
 typedef struct ngx_http_corelog_pg_conn_s  ngx_http_corelog_pg_conn_t;
+typedef struct ngx_http_corelog_worker_s   ngx_http_corelog_worker_t;
+typedef struct ngx_http_corelog_token_state_s  ngx_http_corelog_token_state_t;
+
+
+/*
+ * Lines that requests can repeat (a full queue, a failing auth service)
+ * are logged at most once a second each; the next line says how many were
+ * not.  ngx_http_corelog_limit() decides.
+ */
+
+typedef struct {
+    ngx_msec_t                   next;            /* may log from then on */
+    ngx_uint_t                   suppressed;      /* not logged since */
+} ngx_http_corelog_limit_t;
+
+#define NGX_HTTP_CORELOG_LIMIT_QUEUE_FULL     0
+#define NGX_HTTP_CORELOG_LIMIT_LOOKUPS_FULL   1
+#define NGX_HTTP_CORELOG_LIMIT_QUEUE_WAIT     2
+#define NGX_HTTP_CORELOG_LIMIT_LOOKUP_FAILED  3
+#define NGX_HTTP_CORELOG_LIMIT_AUTH_IDENTITY  4
+#define NGX_HTTP_CORELOG_LIMIT_AUTH_STATUS    5
+#define NGX_HTTP_CORELOG_LIMIT_AUTH_NONE      6
+#define NGX_HTTP_CORELOG_LIMIT_STATEMENT      7
+#define NGX_HTTP_CORELOG_LIMIT_NO_ROW         8
+#define NGX_HTTP_CORELOG_LIMITS               9
+
+#define NGX_HTTP_CORELOG_LIMIT_NOTE_LEN       64
+
+
+/* a worker's own state, made in init_process, hung off the main conf */
+
+struct ngx_http_corelog_worker_s {
+    ngx_http_corelog_limit_t     limits[NGX_HTTP_CORELOG_LIMITS];
+    ngx_http_corelog_token_state_t  *token;       /* token.c's */
+};
 
 
 typedef struct {
@@ -43,7 +78,8 @@ typedef struct {
     const char                 **keywords;        /* NULL-terminated */
     const char                 **values;
     ngx_uint_t                   connections;     /* per worker */
-    ngx_uint_t                   queue_max;       /* per worker */
+    ngx_uint_t                   queue_max;       /* per worker, writes */
+    ngx_uint_t                   token_queue_max; /* per worker, lookups */
     ngx_msec_t                   query_timeout;
     ngx_msec_t                   connect_timeout;
     ngx_uint_t                   batch_max;       /* rows per statement */
@@ -51,6 +87,7 @@ typedef struct {
     ngx_msec_t                   token_cache_ttl;
     ngx_flag_t                   prepare;         /* named statements */
     ngx_int_t                    request_id_index;  /* $request_id */
+    ngx_http_corelog_worker_t   *worker;          /* NULL but in a worker */
 } ngx_http_corelog_main_conf_t;
 
 
@@ -111,6 +148,12 @@ typedef struct {
 #define NGX_HTTP_CORELOG_COL_BOOL         3    /* bool[]: "t" or "f" */
 #define NGX_HTTP_CORELOG_COL_FLOAT8       4    /* float8[]: a double */
 #define NGX_HTTP_CORELOG_COL_TIMESTAMPTZ  5    /* timestamptz[]: RFC 3339 UTC */
+#define NGX_HTTP_CORELOG_COL_BYTEA        6    /* bytea[]: the bytes */
+
+/* what a statement does: each kind has its own queue bound */
+#define NGX_HTTP_CORELOG_KIND_WRITE       0
+#define NGX_HTTP_CORELOG_KIND_LOOKUP      1    /* reads for the auth step */
+#define NGX_HTTP_CORELOG_KINDS            2
 
 
 typedef struct {
@@ -121,6 +164,7 @@ typedef struct {
     ngx_uint_t                   rows[NGX_HTTP_CORELOG_HIST]; /* a worker's */
     const u_char                *columns;         /* NULL: all text */
     ngx_uint_t                   nfields;         /* of its result rows */
+    ngx_uint_t                   kind;            /* _KIND_WRITE, ... */
 } ngx_http_corelog_stmt_t;
 
 
@@ -151,6 +195,7 @@ struct ngx_http_corelog_op_s {
     ngx_http_corelog_pg_conn_t  *conn;            /* while SENT */
     ngx_uint_t                   slot;            /* in conn->ops */
     ngx_int_t                    row;             /* in the result */
+    size_t                       size;            /* of its values */
     ngx_uint_t                   state;
     ngx_event_t                  wait;            /* queue wait bound */
 };
@@ -173,6 +218,7 @@ struct ngx_http_corelog_pg_conn_s {
     ngx_uint_t                   failures;    /* since the last success */
     ngx_http_corelog_op_t      **ops;         /* the statement's rows */
     ngx_uint_t                   nops;
+    ngx_http_corelog_stmt_t     *stmt;        /* of the ops */
     PGresult                    *res;
     PGresult                    *error;
     ngx_uint_t                   prepared;    /* bit per statement */
@@ -264,6 +310,8 @@ ngx_int_t ngx_http_corelog_auth_verdict(ngx_http_request_t *r,
 
 /* ngx_http_corelog_token.c */
 ngx_int_t ngx_http_corelog_token_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_corelog_token_init_process(ngx_cycle_t *cycle,
+    ngx_http_corelog_main_conf_t *cmcf);
 void ngx_http_corelog_token_exit_process(ngx_cycle_t *cycle);
 
 /* ngx_http_corelog_pg.c */
@@ -347,6 +395,8 @@ ngx_int_t ngx_http_corelog_random(u_char *buf, size_t len);
 ngx_str_t *ngx_http_corelog_header_find(ngx_list_t *headers,
     const char *name);
 ngx_int_t ngx_http_corelog_identifier(ngx_str_t *s, size_t max);
+ngx_uint_t ngx_http_corelog_limit(ngx_uint_t kind, ngx_str_t *note,
+    u_char *buf);
 
 
 #endif /* _NGX_HTTP_CORELOG_H_INCLUDED_ */

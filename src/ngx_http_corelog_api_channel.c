@@ -130,7 +130,7 @@ static ngx_http_corelog_stmt_t  ngx_http_corelog_channel_stmt = {
 
     NGX_HTTP_CORELOG_CH_NCOLS, 1, { 0 },
     ngx_http_corelog_channel_columns,
-    3
+    3, NGX_HTTP_CORELOG_KIND_WRITE
 };
 
 

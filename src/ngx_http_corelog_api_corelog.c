@@ -143,7 +143,7 @@ static ngx_http_corelog_stmt_t  ngx_http_corelog_core_log_stmt = {
 
     NGX_HTTP_CORELOG_NCOLS, 1, { 0 },
     ngx_http_corelog_core_log_columns,
-    6
+    6, NGX_HTTP_CORELOG_KIND_WRITE
 };
 
 

@@ -112,7 +112,7 @@ static ngx_http_corelog_stmt_t  ngx_http_corelog_logtank_stmt = {
 
     NGX_HTTP_CORELOG_LT_NCOLS, 1, { 0 },
     ngx_http_corelog_logtank_columns,
-    4
+    4, NGX_HTTP_CORELOG_KIND_WRITE
 };
 
 

@@ -290,9 +290,11 @@ ngx_http_corelog_auth_verdict(ngx_http_request_t *r,
     ngx_http_corelog_ctx_t *ctx, ngx_http_corelog_error_t *err)
 {
     u_char                       *msg;
+    ngx_str_t                     note;
     ngx_http_corelog_auth_t      *a;
     ngx_http_corelog_loc_conf_t  *llcf;
     u_char                        uuid[NGX_HTTP_CORELOG_UUID_LEN];
+    u_char                        buf[NGX_HTTP_CORELOG_LIMIT_NOTE_LEN];
 
     a = &ctx->auth;
 
@@ -303,9 +305,15 @@ ngx_http_corelog_auth_verdict(ngx_http_request_t *r,
     if (!a->done) {
         llcf = ngx_http_get_module_loc_conf(r, ngx_http_corelog_module);
 
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "corelog: no auth verdict for \"%V\" (auth request "
-                      "\"%V\" did not run)", &r->uri, &llcf->auth_uri);
+        if (ngx_http_corelog_limit(NGX_HTTP_CORELOG_LIMIT_AUTH_NONE, &note,
+                                   buf))
+        {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "corelog: no auth verdict for \"%V\" (auth "
+                          "request \"%V\" did not run)%V", &r->uri,
+                          &llcf->auth_uri, &note);
+        }
+
         ngx_http_corelog_error_set(err, NGX_HTTP_INTERNAL_SERVER_ERROR, NULL);
         return NGX_DECLINED;
     }
@@ -334,9 +342,15 @@ ngx_http_corelog_auth_verdict(ngx_http_request_t *r,
         if (msg) {
             llcf = ngx_http_get_module_loc_conf(r, ngx_http_corelog_module);
 
-            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                          "corelog: auth request \"%V\" allowed the caller "
-                          "but gave %s", &llcf->auth_uri, msg);
+            if (ngx_http_corelog_limit(NGX_HTTP_CORELOG_LIMIT_AUTH_IDENTITY,
+                                       &note, buf))
+            {
+                ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                              "corelog: auth request \"%V\" allowed the "
+                              "caller but gave %s%V", &llcf->auth_uri, msg,
+                              &note);
+            }
+
             ngx_http_corelog_error_set(err, NGX_HTTP_INTERNAL_SERVER_ERROR,
                                        NULL);
             return NGX_DECLINED;
@@ -374,9 +388,13 @@ ngx_http_corelog_auth_verdict(ngx_http_request_t *r,
 
     llcf = ngx_http_get_module_loc_conf(r, ngx_http_corelog_module);
 
-    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                  "corelog: auth request \"%V\" answered unexpected "
-                  "status %ui", &llcf->auth_uri, a->status);
+    if (ngx_http_corelog_limit(NGX_HTTP_CORELOG_LIMIT_AUTH_STATUS, &note,
+                               buf))
+    {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "corelog: auth request \"%V\" answered unexpected "
+                      "status %ui%V", &llcf->auth_uri, a->status, &note);
+    }
 
     ngx_http_corelog_error_set(err, NGX_HTTP_INTERNAL_SERVER_ERROR, NULL);
 

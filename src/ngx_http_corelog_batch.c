@@ -13,7 +13,9 @@
 #include "ngx_http_corelog.h"
 
 
-static void ngx_http_corelog_batch_take(ngx_http_corelog_pg_conn_t *pc);
+static ngx_int_t ngx_http_corelog_batch_take(ngx_http_corelog_pg_conn_t *pc);
+static void ngx_http_corelog_batch_unqueue(ngx_http_corelog_op_t *op);
+static void ngx_http_corelog_batch_release(ngx_http_corelog_pg_conn_t *pc);
 static void ngx_http_corelog_batch_spill_handler(ngx_event_t *ev);
 static ngx_int_t ngx_http_corelog_batch_params(ngx_uint_t nparams);
 static void ngx_http_corelog_batch_param(ngx_uint_t i, u_char *start,
@@ -35,11 +37,19 @@ static void ngx_http_corelog_batch_wait_handler(ngx_event_t *ev);
 /* how long queued ops wait for a busy statement before another is sent */
 #define NGX_HTTP_CORELOG_BATCH_SPILL  2
 
+/*
+ * The values one statement carries at most (but always one op's): the
+ * module's parameter buffer and libpq's output buffer of a connection are
+ * each about this large at most, whatever corelog_batch_max is.
+ */
+#define NGX_HTTP_CORELOG_BATCH_BYTES  (1024 * 1024)
+
 /* binary arrays: dimensions, null flag, element type, size, lower bound */
 #define NGX_HTTP_CORELOG_ARRAY_HEADER  20
 
 /* element types (pg_type.oid; fixed since PostgreSQL's first releases) */
 #define NGX_HTTP_CORELOG_OID_BOOL         16
+#define NGX_HTTP_CORELOG_OID_BYTEA        17
 #define NGX_HTTP_CORELOG_OID_INT4         23
 #define NGX_HTTP_CORELOG_OID_TEXT         25
 #define NGX_HTTP_CORELOG_OID_FLOAT8       701
@@ -50,6 +60,8 @@ static void ngx_http_corelog_batch_wait_handler(ngx_event_t *ev);
 static ngx_http_corelog_main_conf_t  *ngx_http_corelog_batch_conf;
 static ngx_queue_t                    ngx_http_corelog_batch_queue;
 static ngx_uint_t                     ngx_http_corelog_batch_nqueued;
+static ngx_uint_t    ngx_http_corelog_batch_queued[NGX_HTTP_CORELOG_KINDS];
+static ngx_uint_t    ngx_http_corelog_batch_lookups;   /* statements sent */
 static ngx_uint_t                     ngx_http_corelog_batch_running;
 static ngx_uint_t                     ngx_http_corelog_batch_again;
 static ngx_event_t                    ngx_http_corelog_batch_spill;
@@ -70,6 +82,9 @@ ngx_http_corelog_batch_init_process(ngx_cycle_t *cycle,
     ngx_http_corelog_batch_conf = cmcf;
     ngx_queue_init(&ngx_http_corelog_batch_queue);
     ngx_http_corelog_batch_nqueued = 0;
+    ngx_memzero(ngx_http_corelog_batch_queued,
+                sizeof(ngx_http_corelog_batch_queued));
+    ngx_http_corelog_batch_lookups = 0;
 
     ngx_http_corelog_batch_spill.handler = ngx_http_corelog_batch_spill_handler;
     ngx_http_corelog_batch_spill.log = cycle->log;
@@ -147,7 +162,10 @@ ngx_http_corelog_batch_op(ngx_http_request_t *r, ngx_http_corelog_stmt_t *stmt)
 ngx_int_t
 ngx_http_corelog_batch_post(ngx_http_corelog_op_t *op)
 {
+    ngx_str_t                      note;
+    ngx_uint_t                     i, kind, max;
     ngx_http_corelog_main_conf_t  *cmcf;
+    u_char                         buf[NGX_HTTP_CORELOG_LIMIT_NOTE_LEN];
 
     cmcf = ngx_http_corelog_batch_conf;
 
@@ -155,15 +173,41 @@ ngx_http_corelog_batch_post(ngx_http_corelog_op_t *op)
         return NGX_DECLINED;
     }
 
-    if (ngx_http_corelog_batch_nqueued >= cmcf->queue_max) {
-        ngx_log_error(NGX_LOG_WARN, op->request->connection->log, 0,
-                      "corelog: write queue full (%ui), answering 503",
-                      cmcf->queue_max);
+    /* writes and lookups have a bound each: neither starves the other */
+
+    kind = op->stmt->kind;
+
+    if (kind == NGX_HTTP_CORELOG_KIND_LOOKUP) {
+        max = cmcf->token_queue_max;
+
+    } else {
+        max = cmcf->queue_max;
+    }
+
+    if (ngx_http_corelog_batch_queued[kind] >= max) {
+        if (ngx_http_corelog_limit(kind == NGX_HTTP_CORELOG_KIND_LOOKUP
+                                   ? NGX_HTTP_CORELOG_LIMIT_LOOKUPS_FULL
+                                   : NGX_HTTP_CORELOG_LIMIT_QUEUE_FULL,
+                                   &note, buf))
+        {
+            ngx_log_error(NGX_LOG_WARN, op->request->connection->log, 0,
+                          "corelog: %s queue full (%ui), answering 503%V",
+                          kind == NGX_HTTP_CORELOG_KIND_LOOKUP
+                          ? "token lookup" : "write", max, &note);
+        }
+
         return NGX_BUSY;
+    }
+
+    op->size = 0;
+
+    for (i = 0; i < op->stmt->nparams; i++) {
+        op->size += op->values[i].len;
     }
 
     ngx_queue_insert_tail(&ngx_http_corelog_batch_queue, &op->queue);
     ngx_http_corelog_batch_nqueued++;
+    ngx_http_corelog_batch_queued[kind]++;
     op->state = NGX_HTTP_CORELOG_OP_QUEUED;
 
     ngx_add_timer(&op->wait, cmcf->query_timeout);
@@ -216,7 +260,9 @@ ngx_http_corelog_batch_run(void)
                 break;
             }
 
-            ngx_http_corelog_batch_take(pc);
+            if (ngx_http_corelog_batch_take(pc) != NGX_OK) {
+                break;
+            }
         }
 
     } while (ngx_http_corelog_batch_again);
@@ -242,19 +288,50 @@ ngx_http_corelog_batch_spill_handler(ngx_event_t *ev)
 }
 
 
-static void
+/*
+ * The oldest queued op that may go now, and the ops of its statement
+ * queued after it, up to corelog_batch_max of them and
+ * NGX_HTTP_CORELOG_BATCH_BYTES of values, go to pc.  Lookups use at most
+ * half the connections (one if there is one): the others stay for writes.
+ * NGX_DECLINED: nothing may go now.
+ */
+
+static ngx_int_t
 ngx_http_corelog_batch_take(ngx_http_corelog_pg_conn_t *pc)
 {
-    ngx_uint_t                n;
-    ngx_queue_t              *q, *next;
-    ngx_http_corelog_op_t    *op;
-    ngx_http_corelog_stmt_t  *stmt;
+    size_t                         size;
+    ngx_uint_t                     n, lookups;
+    ngx_queue_t                   *q, *next;
+    ngx_http_corelog_op_t         *op;
+    ngx_http_corelog_stmt_t       *stmt;
+    ngx_http_corelog_main_conf_t  *cmcf;
 
-    q = ngx_queue_head(&ngx_http_corelog_batch_queue);
-    op = ngx_queue_data(q, ngx_http_corelog_op_t, queue);
-    stmt = op->stmt;
+    cmcf = ngx_http_corelog_batch_conf;
 
-    n = stmt->batched ? ngx_http_corelog_batch_conf->batch_max : 1;
+    lookups = ngx_max(cmcf->connections / 2, 1);
+
+    stmt = NULL;
+
+    for (q = ngx_queue_head(&ngx_http_corelog_batch_queue);
+         q != ngx_queue_sentinel(&ngx_http_corelog_batch_queue);
+         q = ngx_queue_next(q))
+    {
+        op = ngx_queue_data(q, ngx_http_corelog_op_t, queue);
+
+        if (op->stmt->kind != NGX_HTTP_CORELOG_KIND_LOOKUP
+            || ngx_http_corelog_batch_lookups < lookups)
+        {
+            stmt = op->stmt;
+            break;
+        }
+    }
+
+    if (stmt == NULL) {
+        return NGX_DECLINED;
+    }
+
+    n = stmt->batched ? cmcf->batch_max : 1;
+    size = 0;
 
     /* take up to n ops of the same statement, oldest first */
 
@@ -267,12 +344,14 @@ ngx_http_corelog_batch_take(ngx_http_corelog_pg_conn_t *pc)
         op = ngx_queue_data(q, ngx_http_corelog_op_t, queue);
 
         if (op->stmt == stmt) {
-            ngx_queue_remove(q);
-            ngx_http_corelog_batch_nqueued--;
 
-            if (op->wait.timer_set) {
-                ngx_del_timer(&op->wait);
+            if (pc->nops && size + op->size > NGX_HTTP_CORELOG_BATCH_BYTES) {
+                break;
             }
+
+            size += op->size;
+
+            ngx_http_corelog_batch_unqueue(op);
 
             op->state = NGX_HTTP_CORELOG_OP_SENT;
             op->conn = pc;
@@ -283,6 +362,16 @@ ngx_http_corelog_batch_take(ngx_http_corelog_pg_conn_t *pc)
         q = next;
     }
 
+    pc->stmt = stmt;
+
+    if (stmt->kind == NGX_HTTP_CORELOG_KIND_LOOKUP) {
+        ngx_http_corelog_batch_lookups++;
+    }
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, &pc->log, 0,
+                   "corelog batch: %ui op(s) of \"%s\", %uz bytes",
+                   pc->nops, stmt->name, size);
+
     /* rows per statement, by powers of two: logged at worker exit */
 
     for (n = 0; n < NGX_HTTP_CORELOG_HIST - 1 && pc->nops >> (n + 1); n++) {
@@ -292,6 +381,36 @@ ngx_http_corelog_batch_take(ngx_http_corelog_pg_conn_t *pc)
     stmt->rows[n]++;
 
     ngx_http_corelog_batch_send(pc);
+
+    return NGX_OK;
+}
+
+
+/* the op leaves the queue: its bound and its wait timer */
+
+static void
+ngx_http_corelog_batch_unqueue(ngx_http_corelog_op_t *op)
+{
+    ngx_queue_remove(&op->queue);
+    ngx_http_corelog_batch_nqueued--;
+    ngx_http_corelog_batch_queued[op->stmt->kind]--;
+
+    if (op->wait.timer_set) {
+        ngx_del_timer(&op->wait);
+    }
+}
+
+
+/* pc's statement is over (or never went): pc counts for no kind */
+
+static void
+ngx_http_corelog_batch_release(ngx_http_corelog_pg_conn_t *pc)
+{
+    if (pc->stmt && pc->stmt->kind == NGX_HTTP_CORELOG_KIND_LOOKUP) {
+        ngx_http_corelog_batch_lookups--;
+    }
+
+    pc->stmt = NULL;
 }
 
 
@@ -358,6 +477,7 @@ ngx_http_corelog_batch_send(ngx_http_corelog_pg_conn_t *pc)
     pc->nops = n;
 
     if (n == 0) {
+        ngx_http_corelog_batch_release(pc);
         return;
     }
 
@@ -569,7 +689,8 @@ ngx_http_corelog_batch_array(u_char *p, ngx_http_corelog_pg_conn_t *pc,
     static uint32_t  oids[] = {
         NGX_HTTP_CORELOG_OID_TEXT, NGX_HTTP_CORELOG_OID_UUID,
         NGX_HTTP_CORELOG_OID_INT4, NGX_HTTP_CORELOG_OID_BOOL,
-        NGX_HTTP_CORELOG_OID_FLOAT8, NGX_HTTP_CORELOG_OID_TIMESTAMPTZ
+        NGX_HTTP_CORELOG_OID_FLOAT8, NGX_HTTP_CORELOG_OID_TIMESTAMPTZ,
+        NGX_HTTP_CORELOG_OID_BYTEA
     };
 
     if (type >= sizeof(oids) / sizeof(oids[0])) {
@@ -598,6 +719,7 @@ ngx_http_corelog_batch_array(u_char *p, ngx_http_corelog_pg_conn_t *pc,
         switch (type) {
 
         case NGX_HTTP_CORELOG_COL_TEXT:
+        case NGX_HTTP_CORELOG_COL_BYTEA:
             p = ngx_cpymem(p, v->data, v->len);
             break;
 
@@ -782,6 +904,8 @@ ngx_http_corelog_batch_detach(ngx_http_corelog_pg_conn_t *pc, PGresult *res,
 
     ngx_queue_init(done);
 
+    ngx_http_corelog_batch_release(pc);
+
     n = pc->nops;
     pc->nops = 0;
 
@@ -862,8 +986,10 @@ void
 ngx_http_corelog_batch_answer(ngx_queue_t *done, ngx_int_t rc,
     PGresult *res)
 {
+    ngx_str_t               note;
     ngx_queue_t            *q;
     ngx_http_corelog_op_t  *op;
+    u_char                  buf[NGX_HTTP_CORELOG_LIMIT_NOTE_LEN];
 
     while (!ngx_queue_empty(done)) {
         q = ngx_queue_head(done);
@@ -873,9 +999,14 @@ ngx_http_corelog_batch_answer(ngx_queue_t *done, ngx_int_t rc,
         op->state = NGX_HTTP_CORELOG_OP_DONE;
 
         if (rc == NGX_OK && (res == NULL || op->row < 0)) {
-            ngx_log_error(NGX_LOG_ERR, op->request->connection->log, 0,
-                          "corelog: statement \"%s\" returned no row "
-                          "for this request", op->stmt->name);
+            if (ngx_http_corelog_limit(NGX_HTTP_CORELOG_LIMIT_NO_ROW, &note,
+                                       buf))
+            {
+                ngx_log_error(NGX_LOG_ERR, op->request->connection->log, 0,
+                              "corelog: statement \"%s\" returned no row "
+                              "for this request%V", op->stmt->name, &note);
+            }
+
             op->handler(op, NGX_HTTP_INTERNAL_SERVER_ERROR, NULL, -1);
             continue;
         }
@@ -893,14 +1024,9 @@ ngx_http_corelog_batch_fail_queued(ngx_int_t rc)
 
     while (!ngx_queue_empty(&ngx_http_corelog_batch_queue)) {
         q = ngx_queue_head(&ngx_http_corelog_batch_queue);
-        ngx_queue_remove(q);
-        ngx_http_corelog_batch_nqueued--;
-
         op = ngx_queue_data(q, ngx_http_corelog_op_t, queue);
 
-        if (op->wait.timer_set) {
-            ngx_del_timer(&op->wait);
-        }
+        ngx_http_corelog_batch_unqueue(op);
 
         op->state = NGX_HTTP_CORELOG_OP_DONE;
         op->handler(op, rc, NULL, -1);
@@ -911,7 +1037,9 @@ ngx_http_corelog_batch_fail_queued(ngx_int_t rc)
 static void
 ngx_http_corelog_batch_wait_handler(ngx_event_t *ev)
 {
+    ngx_str_t               note;
     ngx_http_corelog_op_t  *op;
+    u_char                  buf[NGX_HTTP_CORELOG_LIMIT_NOTE_LEN];
 
     op = ev->data;
 
@@ -919,13 +1047,17 @@ ngx_http_corelog_batch_wait_handler(ngx_event_t *ev)
         return;
     }
 
-    ngx_queue_remove(&op->queue);
-    ngx_http_corelog_batch_nqueued--;
+    ngx_http_corelog_batch_unqueue(op);
     op->state = NGX_HTTP_CORELOG_OP_DONE;
 
-    ngx_log_error(NGX_LOG_WARN, op->request->connection->log, 0,
-                  "corelog: write waited %M ms for a PostgreSQL connection, "
-                  "answering 503", ngx_http_corelog_batch_conf->query_timeout);
+    if (ngx_http_corelog_limit(NGX_HTTP_CORELOG_LIMIT_QUEUE_WAIT, &note, buf)) {
+        ngx_log_error(NGX_LOG_WARN, op->request->connection->log, 0,
+                      "corelog: %s waited %M ms for a PostgreSQL "
+                      "connection, answering 503%V",
+                      op->stmt->kind == NGX_HTTP_CORELOG_KIND_LOOKUP
+                      ? "token lookup" : "write",
+                      ngx_http_corelog_batch_conf->query_timeout, &note);
+    }
 
     op->handler(op, NGX_HTTP_SERVICE_UNAVAILABLE, NULL, -1);
 }
@@ -941,8 +1073,7 @@ ngx_http_corelog_batch_cleanup(void *data)
     switch (op->state) {
 
     case NGX_HTTP_CORELOG_OP_QUEUED:
-        ngx_queue_remove(&op->queue);
-        ngx_http_corelog_batch_nqueued--;
+        ngx_http_corelog_batch_unqueue(op);
         break;
 
     case NGX_HTTP_CORELOG_OP_SENT:

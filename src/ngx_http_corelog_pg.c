@@ -1274,7 +1274,7 @@ ngx_http_corelog_pg_notice(void *arg, const PGresult *res)
 /*
  * A failed statement: its SQLSTATE, primary message, table and
  * constraint, on one line; never the DETAIL ("Failing row contains ...")
- * or the statement, which carry the clients' data.
+ * or the statement, which carry the clients' data.  At most one a second.
  */
 
 static void
@@ -1282,8 +1282,13 @@ ngx_http_corelog_pg_result_error(ngx_http_corelog_pg_conn_t *pc,
     PGresult *res, const char *what)
 {
     char       *state, *table, *constraint;
-    ngx_str_t   msg;
+    ngx_str_t   msg, note;
     u_char      text[NGX_HTTP_CORELOG_PG_TEXT_LEN];
+    u_char      buf[NGX_HTTP_CORELOG_LIMIT_NOTE_LEN];
+
+    if (!ngx_http_corelog_limit(NGX_HTTP_CORELOG_LIMIT_STATEMENT, &note, buf)) {
+        return;
+    }
 
     state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
     table = PQresultErrorField(res, PG_DIAG_TABLE_NAME);
@@ -1299,11 +1304,11 @@ ngx_http_corelog_pg_result_error(ngx_http_corelog_pg_conn_t *pc,
     }
 
     ngx_log_error(NGX_LOG_ERR, &pc->log, 0,
-                  "corelog: %s failed with SQLSTATE %s: %V%s%s%s%s%s",
+                  "corelog: %s failed with SQLSTATE %s: %V%s%s%s%s%s%V",
                   what, state ? state : "none", &msg,
                   table ? " (table " : "", table ? table : "",
                   constraint ? ", constraint " : "",
-                  constraint ? constraint : "", table ? ")" : "");
+                  constraint ? constraint : "", table ? ")" : "", &note);
 }
 
 

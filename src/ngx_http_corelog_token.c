@@ -3,8 +3,11 @@
  * Copyright (C) corelog authors
  *
  * corelog_token_check: the built-in auth location.  It reads the caller's
- * token (Authorization: Bearer, or X-Auth-Token), looks up its SHA-256 in
- * PostgreSQL (or in a per-worker cache with a size bound and a TTL), and
+ * token (Authorization: Bearer, or X-Auth-Token); a token not of the shape
+ * corelog.create_token() makes is refused at once.  Then its SHA-256 is
+ * looked up in a per-worker cache of valid tokens, in one of tokens known
+ * to be invalid (a flood of bad tokens evicts only that one), or else in
+ * PostgreSQL, many lookups per statement, in a queue of their own.  It
  * answers 204 with X-Corelog-Account/-Domain/-Project, 401, or 503.
  */
 
@@ -14,9 +17,25 @@
 #include <openssl/evp.h>
 
 
-#define NGX_HTTP_CORELOG_TOKEN_MAX    512
-#define NGX_HTTP_CORELOG_HASH_LEN     32
-#define NGX_HTTP_CORELOG_NAME_MAX     64
+/* "clg_" and 64 lowercase hexadecimal digits: corelog.create_token() */
+#define NGX_HTTP_CORELOG_TOKEN_PREFIX  "clg_"
+#define NGX_HTTP_CORELOG_TOKEN_LEN     (sizeof("clg_") - 1 + 64)
+
+#define NGX_HTTP_CORELOG_HASH_LEN      32
+#define NGX_HTTP_CORELOG_NAME_MAX      64
+
+/* what the store says of a token; columns of the lookup */
+#define NGX_HTTP_CORELOG_TOKEN_VALID    0
+#define NGX_HTTP_CORELOG_TOKEN_UNKNOWN  1
+#define NGX_HTTP_CORELOG_TOKEN_REVOKED  2
+#define NGX_HTTP_CORELOG_TOKEN_EXPIRED  3
+
+#define NGX_HTTP_CORELOG_TOKEN_COL_ACCOUNT  1
+#define NGX_HTTP_CORELOG_TOKEN_COL_DOMAIN   2
+#define NGX_HTTP_CORELOG_TOKEN_COL_PROJECT  3
+#define NGX_HTTP_CORELOG_TOKEN_COL_STATE    4
+#define NGX_HTTP_CORELOG_TOKEN_COL_TTL      5
+#define NGX_HTTP_CORELOG_TOKEN_NCOLS        6
 
 
 typedef struct {
@@ -24,12 +43,34 @@ typedef struct {
     ngx_queue_t                  queue;        /* LRU, most recent first */
     u_char                       hash[NGX_HTTP_CORELOG_HASH_LEN];
     ngx_msec_t                   expires;
+    ngx_uint_t                   state;        /* _TOKEN_VALID, ... */
     size_t                       domain_len;
     size_t                       project_len;
     u_char                       account[NGX_HTTP_CORELOG_UUID_LEN];
     u_char                       domain[NGX_HTTP_CORELOG_NAME_MAX];
     u_char                       project[NGX_HTTP_CORELOG_NAME_MAX];
 } ngx_http_corelog_token_node_t;
+
+
+/* an rbtree on the hash and an LRU list, of at most max entries */
+
+typedef struct {
+    ngx_rbtree_t                 tree;
+    ngx_rbtree_node_t            sentinel;
+    ngx_queue_t                  lru;
+    ngx_uint_t                   count;
+    ngx_uint_t                   max;
+} ngx_http_corelog_token_cache_t;
+
+
+struct ngx_http_corelog_token_state_s {
+    ngx_http_corelog_token_cache_t  valid;
+    ngx_http_corelog_token_cache_t  invalid;
+
+    /* SHA-256, fetched once: an implicit fetch on every digest is slow */
+    EVP_MD                      *md;
+    EVP_MD_CTX                  *md_ctx;
+};
 
 
 typedef struct {
@@ -41,89 +82,188 @@ typedef struct {
 
 typedef struct {
     u_char                       hash[NGX_HTTP_CORELOG_HASH_LEN];
-    u_char                       hex[2 * NGX_HTTP_CORELOG_HASH_LEN];
 } ngx_http_corelog_token_ctx_t;
 
 
 static ngx_int_t ngx_http_corelog_token_read(ngx_http_request_t *r,
-    ngx_uint_t mode, ngx_str_t *token, const char **reason);
+    ngx_uint_t mode, ngx_str_t *token, const char **reason,
+    ngx_uint_t *missing);
 static void ngx_http_corelog_token_looked_up(ngx_http_corelog_op_t *op,
     ngx_int_t rc, PGresult *res, int row);
+static ngx_uint_t ngx_http_corelog_token_state(PGresult *res, int row);
+static ngx_int_t ngx_http_corelog_token_deny(ngx_http_request_t *r,
+    ngx_uint_t state);
 static ngx_int_t ngx_http_corelog_token_answer(ngx_http_request_t *r,
-    ngx_uint_t status, ngx_http_corelog_identity_t *id, const char *reason);
+    ngx_uint_t status, ngx_http_corelog_identity_t *id, const char *reason,
+    ngx_uint_t missing);
 static ngx_http_corelog_token_node_t *ngx_http_corelog_token_lookup(
-    u_char *hash);
-static void ngx_http_corelog_token_store(u_char *hash,
-    ngx_http_corelog_identity_t *id, ngx_msec_t ttl);
-static void ngx_http_corelog_token_remove(ngx_http_corelog_token_node_t *tn);
+    ngx_http_corelog_token_cache_t *cache, u_char *hash);
+static void ngx_http_corelog_token_store(ngx_http_corelog_token_cache_t *cache,
+    u_char *hash, ngx_uint_t state, ngx_http_corelog_identity_t *id,
+    ngx_msec_t ttl);
+static void ngx_http_corelog_token_remove(
+    ngx_http_corelog_token_cache_t *cache, ngx_http_corelog_token_node_t *tn);
 static void ngx_http_corelog_token_insert_value(ngx_rbtree_node_t *temp,
     ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
-static ngx_int_t ngx_http_corelog_token_hash(ngx_log_t *log, ngx_str_t *token,
-    u_char *hash);
+static ngx_int_t ngx_http_corelog_token_hash(ngx_log_t *log,
+    ngx_http_corelog_token_state_t *ts, ngx_str_t *token, u_char *hash);
+
+
+/* the result column types of the lookup, for ngx_http_corelog_batch */
+
+static u_char  ngx_http_corelog_token_columns[] = {
+    NGX_HTTP_CORELOG_COL_BYTEA            /* the token's SHA-256 */
+};
 
 
 static ngx_http_corelog_stmt_t  ngx_http_corelog_token_stmt = {
     "token_lookup",
 
-    /* always one row: NULLs when the token is unknown */
+    /* one row per input row; an unknown token has NULLs */
 
-    "SELECT t.account_id, t.domain_id, t.project_id,"
-    "       CASE WHEN t.revoked_at IS NOT NULL THEN 'revoked'"
+    "SELECT i.ord, t.account_id, t.domain_id, t.project_id,"
+    "       CASE WHEN t.token_hash IS NULL THEN 'unknown'"
+    "            WHEN t.revoked_at IS NOT NULL THEN 'revoked'"
     "            WHEN t.expires_at <= now() THEN 'expired'"
     "            ELSE 'valid' END,"
-    "       floor(extract(epoch FROM t.expires_at - now()) * 1000)::bigint"
-    "  FROM (SELECT 1) AS one"
-    "  LEFT JOIN corelog.tokens AS t"
-    "         ON t.token_hash = decode($1, 'hex')",
+    "       CASE WHEN isfinite(t.expires_at) THEN"
+    "         floor(extract(epoch FROM t.expires_at - now()) * 1000)::bigint"
+    "       END"
+    "  FROM unnest($1::int[], $2::bytea[]) AS i(ord, hash)"
+    "  LEFT JOIN corelog.tokens AS t ON t.token_hash = i.hash",
 
-    1, 0, { 0 }, NULL, 5
+    1, 1, { 0 }, ngx_http_corelog_token_columns,
+    NGX_HTTP_CORELOG_TOKEN_NCOLS, NGX_HTTP_CORELOG_KIND_LOOKUP
 };
 
 
-static ngx_rbtree_t        ngx_http_corelog_token_tree;
-static ngx_rbtree_node_t   ngx_http_corelog_token_sentinel;
-static ngx_queue_t         ngx_http_corelog_token_lru;
-static ngx_uint_t          ngx_http_corelog_token_count;
-static ngx_uint_t          ngx_http_corelog_token_ready;
+ngx_int_t
+ngx_http_corelog_token_init_process(ngx_cycle_t *cycle,
+    ngx_http_corelog_main_conf_t *cmcf)
+{
+    ngx_uint_t                       i;
+    ngx_http_corelog_token_cache_t  *cache;
+    ngx_http_corelog_token_state_t  *ts;
 
-/* SHA-256, fetched once per worker: an implicit fetch on every digest is slow */
-static EVP_MD             *ngx_http_corelog_token_md;
-static EVP_MD_CTX         *ngx_http_corelog_token_md_ctx;
+    ts = ngx_pcalloc(cycle->pool, sizeof(ngx_http_corelog_token_state_t));
+    if (ts == NULL) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < 2; i++) {
+        cache = i ? &ts->invalid : &ts->valid;
+
+        ngx_rbtree_init(&cache->tree, &cache->sentinel,
+                        ngx_http_corelog_token_insert_value);
+        ngx_queue_init(&cache->lru);
+        cache->max = cmcf->token_cache_size;
+    }
+
+    ts->md = EVP_MD_fetch(NULL, "SHA256", NULL);
+    if (ts->md == NULL) {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                      "corelog: EVP_MD_fetch(SHA256) failed");
+        return NGX_ERROR;
+    }
+
+    ts->md_ctx = EVP_MD_CTX_new();
+    if (ts->md_ctx == NULL) {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                      "corelog: EVP_MD_CTX_new() failed");
+        EVP_MD_free(ts->md);
+        ts->md = NULL;
+        return NGX_ERROR;
+    }
+
+    cmcf->worker->token = ts;
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_corelog_token_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_uint_t                       i;
+    ngx_queue_t                     *q;
+    ngx_http_corelog_token_node_t   *tn;
+    ngx_http_corelog_token_cache_t  *cache;
+    ngx_http_corelog_token_state_t  *ts;
+    ngx_http_corelog_main_conf_t    *cmcf;
+
+    cmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_corelog_module);
+
+    if (cmcf == NULL || cmcf->worker == NULL || cmcf->worker->token == NULL) {
+        return;
+    }
+
+    ts = cmcf->worker->token;
+    cmcf->worker->token = NULL;
+
+    for (i = 0; i < 2; i++) {
+        cache = i ? &ts->invalid : &ts->valid;
+
+        while (!ngx_queue_empty(&cache->lru)) {
+            q = ngx_queue_head(&cache->lru);
+            tn = ngx_queue_data(q, ngx_http_corelog_token_node_t, queue);
+            ngx_http_corelog_token_remove(cache, tn);
+        }
+    }
+
+    if (ts->md_ctx) {
+        EVP_MD_CTX_free(ts->md_ctx);
+    }
+
+    if (ts->md) {
+        EVP_MD_free(ts->md);
+    }
+}
 
 
 ngx_int_t
 ngx_http_corelog_token_handler(ngx_http_request_t *r)
 {
-    ngx_int_t                      rc;
-    ngx_str_t                      token;
-    const char                    *reason;
-    ngx_http_corelog_op_t         *op;
-    ngx_http_corelog_identity_t    id;
-    ngx_http_corelog_loc_conf_t   *llcf;
-    ngx_http_corelog_token_ctx_t  *tc;
-    ngx_http_corelog_token_node_t *tn;
+    ngx_int_t                        rc;
+    ngx_str_t                        token;
+    ngx_uint_t                       missing;
+    const char                      *reason;
+    ngx_http_corelog_op_t           *op;
+    ngx_http_corelog_identity_t      id;
+    ngx_http_corelog_loc_conf_t     *llcf;
+    ngx_http_corelog_token_ctx_t    *tc;
+    ngx_http_corelog_token_node_t   *tn;
+    ngx_http_corelog_token_state_t  *ts;
+    ngx_http_corelog_main_conf_t    *cmcf;
 
     llcf = ngx_http_get_module_loc_conf(r, ngx_http_corelog_module);
+    cmcf = ngx_http_get_module_main_conf(r, ngx_http_corelog_module);
 
-    if (ngx_http_corelog_token_read(r, llcf->token_check, &token, &reason)
+    if (ngx_http_corelog_token_read(r, llcf->token_check, &token, &reason,
+                                    &missing)
         != NGX_OK)
     {
         return ngx_http_corelog_token_answer(r, NGX_HTTP_UNAUTHORIZED, NULL,
-                                             reason);
+                                             reason, missing);
     }
+
+    if (cmcf->worker == NULL || cmcf->worker->token == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ts = cmcf->worker->token;
 
     tc = ngx_palloc(r->pool, sizeof(ngx_http_corelog_token_ctx_t));
     if (tc == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (ngx_http_corelog_token_hash(r->connection->log, &token, tc->hash)
+    if (ngx_http_corelog_token_hash(r->connection->log, ts, &token, tc->hash)
         != NGX_OK)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    tn = ngx_http_corelog_token_lookup(tc->hash);
+    tn = ngx_http_corelog_token_lookup(&ts->valid, tc->hash);
 
     if (tn) {
         ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
@@ -137,7 +277,16 @@ ngx_http_corelog_token_handler(ngx_http_request_t *r)
         id.project.len = tn->project_len;
 
         return ngx_http_corelog_token_answer(r, NGX_HTTP_NO_CONTENT, &id,
-                                             NULL);
+                                             NULL, 0);
+    }
+
+    tn = ngx_http_corelog_token_lookup(&ts->invalid, tc->hash);
+
+    if (tn) {
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "corelog token: known invalid (%ui)", tn->state);
+
+        return ngx_http_corelog_token_deny(r, tn->state);
     }
 
     op = ngx_http_corelog_batch_op(r, &ngx_http_corelog_token_stmt);
@@ -145,10 +294,8 @@ ngx_http_corelog_token_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    (void) ngx_hex_dump(tc->hex, tc->hash, NGX_HTTP_CORELOG_HASH_LEN);
-
-    op->values[0].data = tc->hex;
-    op->values[0].len = sizeof(tc->hex);
+    op->values[0].data = tc->hash;
+    op->values[0].len = NGX_HTTP_CORELOG_HASH_LEN;
     op->handler = ngx_http_corelog_token_looked_up;
     op->data = tc;
 
@@ -159,27 +306,31 @@ ngx_http_corelog_token_handler(ngx_http_request_t *r)
     rc = ngx_http_corelog_batch_post(op);
 
     if (rc != NGX_OK) {
+        /* the queue layer has said why, at most once a second */
+
         r->main->count--;
 
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "corelog: cannot check the token: %s",
-                      rc == NGX_BUSY ? "write queue full"
-                                     : "PostgreSQL unavailable");
-
         return ngx_http_corelog_token_answer(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                             NULL, NULL);
+                                             NULL, NULL, 0);
     }
 
     return NGX_DONE;
 }
 
 
+/*
+ * The token of the header the location reads: NGX_OK, or NGX_DECLINED with
+ * the reason, and missing set when there is no such header at all.
+ */
+
 static ngx_int_t
 ngx_http_corelog_token_read(ngx_http_request_t *r, ngx_uint_t mode,
-    ngx_str_t *token, const char **reason)
+    ngx_str_t *token, const char **reason, ngx_uint_t *missing)
 {
     u_char     *p, *last;
     ngx_str_t  *found;
+
+    *missing = 0;
 
     if (mode == NGX_HTTP_CORELOG_TOKEN_BEARER) {
         found = r->headers_in.authorization
@@ -193,6 +344,7 @@ ngx_http_corelog_token_read(ngx_http_request_t *r, ngx_uint_t mode,
     if (found == NULL) {
         *reason = (mode == NGX_HTTP_CORELOG_TOKEN_BEARER)
                   ? "Missing bearer token" : "Missing X-Auth-Token header";
+        *missing = 1;
         return NGX_DECLINED;
     }
 
@@ -222,14 +374,20 @@ ngx_http_corelog_token_read(ngx_http_request_t *r, ngx_uint_t mode,
     token->data = p;
     token->len = last - p;
 
-    if (token->len == 0 || token->len > NGX_HTTP_CORELOG_TOKEN_MAX) {
-        *reason = "Invalid token";
+    *reason = "Invalid token";
+
+    /* no lookup for what corelog.create_token() cannot have made */
+
+    if (token->len != NGX_HTTP_CORELOG_TOKEN_LEN
+        || ngx_strncmp(p, NGX_HTTP_CORELOG_TOKEN_PREFIX,
+                       sizeof(NGX_HTTP_CORELOG_TOKEN_PREFIX) - 1)
+           != 0)
+    {
         return NGX_DECLINED;
     }
 
-    for ( /* void */ ; p < last; p++) {
-        if (*p <= 0x20 || *p >= 0x7f) {
-            *reason = "Invalid token";
+    for (p += sizeof(NGX_HTTP_CORELOG_TOKEN_PREFIX) - 1; p < last; p++) {
+        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f'))) {
             return NGX_DECLINED;
         }
     }
@@ -242,20 +400,28 @@ static void
 ngx_http_corelog_token_looked_up(ngx_http_corelog_op_t *op, ngx_int_t rc,
     PGresult *res, int row)
 {
-    ngx_int_t                      ms;
-    ngx_msec_t                     ttl;
-    const char                    *state;
-    ngx_http_request_t            *r;
-    ngx_http_corelog_identity_t    id;
-    ngx_http_corelog_main_conf_t  *cmcf;
-    ngx_http_corelog_token_ctx_t  *tc;
+    ngx_int_t                        ms;
+    ngx_str_t                        note;
+    ngx_uint_t                       state;
+    ngx_msec_t                       ttl;
+    ngx_http_request_t              *r;
+    ngx_http_corelog_identity_t      id;
+    ngx_http_corelog_main_conf_t    *cmcf;
+    ngx_http_corelog_token_ctx_t    *tc;
+    ngx_http_corelog_token_state_t  *ts;
+    u_char                           buf[NGX_HTTP_CORELOG_LIMIT_NOTE_LEN];
 
     r = op->request;
     tc = op->data;
 
     if (rc != NGX_OK) {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "corelog: token lookup failed with status %i", rc);
+        if (ngx_http_corelog_limit(NGX_HTTP_CORELOG_LIMIT_LOOKUP_FAILED,
+                                   &note, buf))
+        {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "corelog: token lookup failed with status %i%V",
+                          rc, &note);
+        }
 
         /* unavailable or slow: 503; anything else (no schema...): 500 */
 
@@ -264,7 +430,7 @@ ngx_http_corelog_token_looked_up(ngx_http_corelog_op_t *op, ngx_int_t rc,
         {
             rc = ngx_http_corelog_token_answer(r,
                                                NGX_HTTP_SERVICE_UNAVAILABLE,
-                                               NULL, NULL);
+                                               NULL, NULL, 0);
         } else {
             rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
@@ -273,64 +439,113 @@ ngx_http_corelog_token_looked_up(ngx_http_corelog_op_t *op, ngx_int_t rc,
         return;
     }
 
-    if (PQgetisnull(res, row, 0)) {
-        rc = ngx_http_corelog_token_answer(r, NGX_HTTP_UNAUTHORIZED, NULL,
-                                           "Invalid token");
-        ngx_http_corelog_finalize(r, rc);
-        return;
-    }
-
-    state = PQgetvalue(res, row, 3);
-
-    if (ngx_strcmp(state, "valid") != 0) {
-        rc = ngx_http_corelog_token_answer(r, NGX_HTTP_UNAUTHORIZED, NULL,
-                                           state[0] == 'r' ? "Token revoked"
-                                                           : "Token expired");
-        ngx_http_corelog_finalize(r, rc);
-        return;
-    }
-
-    id.account.data = (u_char *) PQgetvalue(res, row, 0);
-    id.account.len = PQgetlength(res, row, 0);
-    id.domain.data = (u_char *) PQgetvalue(res, row, 1);
-    id.domain.len = PQgetlength(res, row, 1);
-    id.project.data = (u_char *) PQgetvalue(res, row, 2);
-    id.project.len = PQgetlength(res, row, 2);
-
     cmcf = ngx_http_get_module_main_conf(r, ngx_http_corelog_module);
+    ts = cmcf->worker->token;
 
-    if (cmcf->token_cache_size) {
-        ttl = cmcf->token_cache_ttl;
+    state = ngx_http_corelog_token_state(res, row);
 
-        if (!PQgetisnull(res, row, 4)) {
-            ms = ngx_atoi((u_char *) PQgetvalue(res, row, 4),
-                          PQgetlength(res, row, 4));
+    ttl = cmcf->token_cache_ttl;
 
-            if (ms != NGX_ERROR && (ngx_msec_t) ms < ttl) {
-                ttl = (ngx_msec_t) ms;
-            }
+    if (!PQgetisnull(res, row, NGX_HTTP_CORELOG_TOKEN_COL_TTL)) {
+        ms = ngx_atoi((u_char *) PQgetvalue(res, row,
+                                            NGX_HTTP_CORELOG_TOKEN_COL_TTL),
+                      PQgetlength(res, row, NGX_HTTP_CORELOG_TOKEN_COL_TTL));
+
+        if (ms != NGX_ERROR && (ngx_msec_t) ms < ttl) {
+            ttl = (ngx_msec_t) ms;
+        }
+    }
+
+    if (state != NGX_HTTP_CORELOG_TOKEN_VALID) {
+        if (ts->invalid.max) {
+            ngx_http_corelog_token_store(&ts->invalid, tc->hash, state, NULL,
+                                         cmcf->token_cache_ttl);
         }
 
-        if (ttl) {
-            ngx_http_corelog_token_store(tc->hash, &id, ttl);
-        }
+        ngx_http_corelog_finalize(r, ngx_http_corelog_token_deny(r, state));
+        return;
+    }
+
+    id.account.data = (u_char *) PQgetvalue(res, row,
+                                            NGX_HTTP_CORELOG_TOKEN_COL_ACCOUNT);
+    id.account.len = PQgetlength(res, row, NGX_HTTP_CORELOG_TOKEN_COL_ACCOUNT);
+    id.domain.data = (u_char *) PQgetvalue(res, row,
+                                           NGX_HTTP_CORELOG_TOKEN_COL_DOMAIN);
+    id.domain.len = PQgetlength(res, row, NGX_HTTP_CORELOG_TOKEN_COL_DOMAIN);
+    id.project.data = (u_char *) PQgetvalue(res, row,
+                                            NGX_HTTP_CORELOG_TOKEN_COL_PROJECT);
+    id.project.len = PQgetlength(res, row, NGX_HTTP_CORELOG_TOKEN_COL_PROJECT);
+
+    if (ts->valid.max && ttl) {
+        ngx_http_corelog_token_store(&ts->valid, tc->hash, state, &id, ttl);
     }
 
     /* the values live in res: the answer copies them into the pool */
 
-    rc = ngx_http_corelog_token_answer(r, NGX_HTTP_NO_CONTENT, &id, NULL);
+    rc = ngx_http_corelog_token_answer(r, NGX_HTTP_NO_CONTENT, &id, NULL, 0);
     ngx_http_corelog_finalize(r, rc);
+}
+
+
+static ngx_uint_t
+ngx_http_corelog_token_state(PGresult *res, int row)
+{
+    char  *state;
+
+    state = PQgetvalue(res, row, NGX_HTTP_CORELOG_TOKEN_COL_STATE);
+
+    if (ngx_strcmp(state, "valid") == 0
+        && PQgetlength(res, row, NGX_HTTP_CORELOG_TOKEN_COL_ACCOUNT)
+           == NGX_HTTP_CORELOG_UUID_LEN)
+    {
+        return NGX_HTTP_CORELOG_TOKEN_VALID;
+    }
+
+    if (ngx_strcmp(state, "revoked") == 0) {
+        return NGX_HTTP_CORELOG_TOKEN_REVOKED;
+    }
+
+    if (ngx_strcmp(state, "expired") == 0) {
+        return NGX_HTTP_CORELOG_TOKEN_EXPIRED;
+    }
+
+    return NGX_HTTP_CORELOG_TOKEN_UNKNOWN;
+}
+
+
+static ngx_int_t
+ngx_http_corelog_token_deny(ngx_http_request_t *r, ngx_uint_t state)
+{
+    const char  *reason;
+
+    switch (state) {
+
+    case NGX_HTTP_CORELOG_TOKEN_REVOKED:
+        reason = "Token revoked";
+        break;
+
+    case NGX_HTTP_CORELOG_TOKEN_EXPIRED:
+        reason = "Token expired";
+        break;
+
+    default:
+        reason = "Invalid token";
+    }
+
+    return ngx_http_corelog_token_answer(r, NGX_HTTP_UNAUTHORIZED, NULL,
+                                         reason, 0);
 }
 
 
 /*
  * The answer of the auth location: a status and headers, no body.  The
- * values are copied into the request pool.
+ * values are copied into the request pool.  missing: no token at all
+ * (WWW-Authenticate then has no error="invalid_token").
  */
 
 static ngx_int_t
 ngx_http_corelog_token_answer(ngx_http_request_t *r, ngx_uint_t status,
-    ngx_http_corelog_identity_t *id, const char *reason)
+    ngx_http_corelog_identity_t *id, const char *reason, ngx_uint_t missing)
 {
     ngx_str_t                     v;
     ngx_http_corelog_loc_conf_t  *llcf;
@@ -387,8 +602,7 @@ ngx_http_corelog_token_answer(ngx_http_request_t *r, ngx_uint_t status,
     if (status == NGX_HTTP_UNAUTHORIZED) {
         if (llcf->token_check == NGX_HTTP_CORELOG_TOKEN_BEARER) {
             if (ngx_http_corelog_reply_header(r, "WWW-Authenticate",
-                                              reason[0] == 'M' ? &bearer
-                                                               : &invalid)
+                                              missing ? &bearer : &invalid)
                 != NGX_OK)
             {
                 return NGX_ERROR;
@@ -416,24 +630,19 @@ ngx_http_corelog_token_answer(ngx_http_request_t *r, ngx_uint_t status,
 }
 
 
-/* the per-worker token cache: an rbtree on the hash, and an LRU list */
-
 static ngx_http_corelog_token_node_t *
-ngx_http_corelog_token_lookup(u_char *hash)
+ngx_http_corelog_token_lookup(ngx_http_corelog_token_cache_t *cache,
+    u_char *hash)
 {
     ngx_int_t                       rc;
     ngx_rbtree_key_t                key;
     ngx_rbtree_node_t              *node, *sentinel;
     ngx_http_corelog_token_node_t  *tn;
 
-    if (!ngx_http_corelog_token_ready) {
-        return NULL;
-    }
-
     ngx_memcpy(&key, hash, sizeof(ngx_rbtree_key_t));
 
-    node = ngx_http_corelog_token_tree.root;
-    sentinel = ngx_http_corelog_token_tree.sentinel;
+    node = cache->tree.root;
+    sentinel = cache->tree.sentinel;
 
     while (node != sentinel) {
 
@@ -448,12 +657,12 @@ ngx_http_corelog_token_lookup(u_char *hash)
 
         if (rc == 0) {
             if ((ngx_msec_int_t) (tn->expires - ngx_current_msec) <= 0) {
-                ngx_http_corelog_token_remove(tn);
+                ngx_http_corelog_token_remove(cache, tn);
                 return NULL;
             }
 
             ngx_queue_remove(&tn->queue);
-            ngx_queue_insert_head(&ngx_http_corelog_token_lru, &tn->queue);
+            ngx_queue_insert_head(&cache->lru, &tn->queue);
 
             return tn;
         }
@@ -466,39 +675,28 @@ ngx_http_corelog_token_lookup(u_char *hash)
 
 
 static void
-ngx_http_corelog_token_store(u_char *hash, ngx_http_corelog_identity_t *id,
+ngx_http_corelog_token_store(ngx_http_corelog_token_cache_t *cache,
+    u_char *hash, ngx_uint_t state, ngx_http_corelog_identity_t *id,
     ngx_msec_t ttl)
 {
     ngx_queue_t                    *q;
-    ngx_http_corelog_main_conf_t   *cmcf;
     ngx_http_corelog_token_node_t  *tn;
 
-    if (id->account.len != NGX_HTTP_CORELOG_UUID_LEN
-        || id->domain.len > NGX_HTTP_CORELOG_NAME_MAX
-        || id->project.len > NGX_HTTP_CORELOG_NAME_MAX)
+    if (id
+        && (id->account.len != NGX_HTTP_CORELOG_UUID_LEN
+            || id->domain.len > NGX_HTTP_CORELOG_NAME_MAX
+            || id->project.len > NGX_HTTP_CORELOG_NAME_MAX))
     {
         return;
     }
 
-    cmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
-                                               ngx_http_corelog_module);
-
-    if (!ngx_http_corelog_token_ready) {
-        ngx_rbtree_init(&ngx_http_corelog_token_tree,
-                        &ngx_http_corelog_token_sentinel,
-                        ngx_http_corelog_token_insert_value);
-        ngx_queue_init(&ngx_http_corelog_token_lru);
-        ngx_http_corelog_token_count = 0;
-        ngx_http_corelog_token_ready = 1;
-    }
-
-    tn = ngx_http_corelog_token_lookup(hash);
+    tn = ngx_http_corelog_token_lookup(cache, hash);
 
     if (tn == NULL) {
-        if (ngx_http_corelog_token_count >= cmcf->token_cache_size) {
-            q = ngx_queue_last(&ngx_http_corelog_token_lru);
+        if (cache->count >= cache->max) {
+            q = ngx_queue_last(&cache->lru);
             tn = ngx_queue_data(q, ngx_http_corelog_token_node_t, queue);
-            ngx_http_corelog_token_remove(tn);
+            ngx_http_corelog_token_remove(cache, tn);
         }
 
         tn = ngx_alloc(sizeof(ngx_http_corelog_token_node_t), ngx_cycle->log);
@@ -509,12 +707,20 @@ ngx_http_corelog_token_store(u_char *hash, ngx_http_corelog_identity_t *id,
         ngx_memcpy(tn->hash, hash, NGX_HTTP_CORELOG_HASH_LEN);
         ngx_memcpy(&tn->node.key, hash, sizeof(ngx_rbtree_key_t));
 
-        ngx_rbtree_insert(&ngx_http_corelog_token_tree, &tn->node);
-        ngx_queue_insert_head(&ngx_http_corelog_token_lru, &tn->queue);
-        ngx_http_corelog_token_count++;
+        ngx_rbtree_insert(&cache->tree, &tn->node);
+        ngx_queue_insert_head(&cache->lru, &tn->queue);
+        cache->count++;
     }
 
     tn->expires = ngx_current_msec + ttl;
+    tn->state = state;
+    tn->domain_len = 0;
+    tn->project_len = 0;
+
+    if (id == NULL) {
+        return;
+    }
+
     ngx_memcpy(tn->account, id->account.data, NGX_HTTP_CORELOG_UUID_LEN);
     tn->domain_len = id->domain.len;
     ngx_memcpy(tn->domain, id->domain.data, id->domain.len);
@@ -524,11 +730,12 @@ ngx_http_corelog_token_store(u_char *hash, ngx_http_corelog_identity_t *id,
 
 
 static void
-ngx_http_corelog_token_remove(ngx_http_corelog_token_node_t *tn)
+ngx_http_corelog_token_remove(ngx_http_corelog_token_cache_t *cache,
+    ngx_http_corelog_token_node_t *tn)
 {
-    ngx_rbtree_delete(&ngx_http_corelog_token_tree, &tn->node);
+    ngx_rbtree_delete(&cache->tree, &tn->node);
     ngx_queue_remove(&tn->queue);
-    ngx_http_corelog_token_count--;
+    cache->count--;
     ngx_free(tn);
 }
 
@@ -572,33 +779,14 @@ ngx_http_corelog_token_insert_value(ngx_rbtree_node_t *temp,
 
 
 static ngx_int_t
-ngx_http_corelog_token_hash(ngx_log_t *log, ngx_str_t *token, u_char *hash)
+ngx_http_corelog_token_hash(ngx_log_t *log, ngx_http_corelog_token_state_t *ts,
+    ngx_str_t *token, u_char *hash)
 {
     unsigned int  len;
 
-    if (ngx_http_corelog_token_md_ctx == NULL) {
-        ngx_http_corelog_token_md = EVP_MD_fetch(NULL, "SHA256", NULL);
-        if (ngx_http_corelog_token_md == NULL) {
-            ngx_log_error(NGX_LOG_CRIT, log, 0,
-                          "corelog: EVP_MD_fetch(SHA256) failed");
-            return NGX_ERROR;
-        }
-
-        ngx_http_corelog_token_md_ctx = EVP_MD_CTX_new();
-        if (ngx_http_corelog_token_md_ctx == NULL) {
-            ngx_log_error(NGX_LOG_CRIT, log, 0,
-                          "corelog: EVP_MD_CTX_new() failed");
-            EVP_MD_free(ngx_http_corelog_token_md);
-            ngx_http_corelog_token_md = NULL;
-            return NGX_ERROR;
-        }
-    }
-
-    if (EVP_DigestInit_ex2(ngx_http_corelog_token_md_ctx,
-                           ngx_http_corelog_token_md, NULL) != 1
-        || EVP_DigestUpdate(ngx_http_corelog_token_md_ctx, token->data,
-                            token->len) != 1
-        || EVP_DigestFinal_ex(ngx_http_corelog_token_md_ctx, hash, &len) != 1
+    if (EVP_DigestInit_ex2(ts->md_ctx, ts->md, NULL) != 1
+        || EVP_DigestUpdate(ts->md_ctx, token->data, token->len) != 1
+        || EVP_DigestFinal_ex(ts->md_ctx, hash, &len) != 1
         || len != NGX_HTTP_CORELOG_HASH_LEN)
     {
         ngx_log_error(NGX_LOG_CRIT, log, 0,
@@ -607,31 +795,4 @@ ngx_http_corelog_token_hash(ngx_log_t *log, ngx_str_t *token, u_char *hash)
     }
 
     return NGX_OK;
-}
-
-
-void
-ngx_http_corelog_token_exit_process(ngx_cycle_t *cycle)
-{
-    ngx_queue_t                    *q;
-    ngx_http_corelog_token_node_t  *tn;
-
-    if (ngx_http_corelog_token_md_ctx) {
-        EVP_MD_CTX_free(ngx_http_corelog_token_md_ctx);
-        EVP_MD_free(ngx_http_corelog_token_md);
-        ngx_http_corelog_token_md_ctx = NULL;
-        ngx_http_corelog_token_md = NULL;
-    }
-
-    if (!ngx_http_corelog_token_ready) {
-        return;
-    }
-
-    while (!ngx_queue_empty(&ngx_http_corelog_token_lru)) {
-        q = ngx_queue_head(&ngx_http_corelog_token_lru);
-        tn = ngx_queue_data(q, ngx_http_corelog_token_node_t, queue);
-        ngx_http_corelog_token_remove(tn);
-    }
-
-    ngx_http_corelog_token_ready = 0;
 }

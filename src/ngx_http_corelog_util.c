@@ -378,3 +378,46 @@ ngx_http_corelog_identifier(ngx_str_t *s, size_t max)
 
     return NGX_OK;
 }
+
+
+/*
+ * Whether a line of this kind may be logged now: at most one a second
+ * per worker; the others are counted, and the next line's note says how
+ * many were not logged ("" or " (and 12 more not logged)", in buf, of
+ * NGX_HTTP_CORELOG_LIMIT_NOTE_LEN bytes).  Outside a worker: always.
+ */
+
+ngx_uint_t
+ngx_http_corelog_limit(ngx_uint_t kind, ngx_str_t *note, u_char *buf)
+{
+    ngx_http_corelog_limit_t      *l;
+    ngx_http_corelog_main_conf_t  *cmcf;
+
+    ngx_str_null(note);
+    note->data = buf;
+
+    cmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
+                                               ngx_http_corelog_module);
+
+    if (cmcf == NULL || cmcf->worker == NULL) {
+        return 1;
+    }
+
+    l = &cmcf->worker->limits[kind];
+
+    if ((ngx_msec_int_t) (ngx_current_msec - l->next) < 0) {
+        l->suppressed++;
+        return 0;
+    }
+
+    if (l->suppressed) {
+        note->len = ngx_snprintf(buf, NGX_HTTP_CORELOG_LIMIT_NOTE_LEN,
+                                 " (and %ui more not logged)", l->suppressed)
+                    - buf;
+    }
+
+    l->next = ngx_current_msec + 1000;
+    l->suppressed = 0;
+
+    return 1;
+}

@@ -200,12 +200,19 @@ subtest 'queued writes hold their values, not their bodies' => sub {
 
     my $grown = rss_kb() - $base;
 
+    # AddressSanitizer keeps freed memory aside (up to 256 MB) to catch its
+    # use after free: the bound holds for the allocator nginx runs with
+
     # the README's bound: per write its values and 16 KB; in flight, a
     # statement's values twice (the module's buffer and libpq's)
     my $bound = $N * ($row + $PER_WRITE_KB) + 2 * 10 * $row + 2048;
-    cmp_ok($grown, '<=', $bound,
-           "$N queued writes of ${row} KB rows: the worker grew by at most "
-           . "${bound} KB") or diag "grown by $grown KB";
+    SKIP: {
+        skip 'the worker runs under AddressSanitizer (freed memory is '
+             . 'quarantined)', 1 if Corelog::Test::asan();
+        cmp_ok($grown, '<=', $bound,
+               "$N queued writes of ${row} KB rows: the worker grew by at "
+               . "most ${bound} KB") or diag "grown by $grown KB";
+    }
     diag "worker RSS grew by $grown KB for $N writes (bound $bound KB)";
 
     $lock->rollback;

@@ -587,8 +587,11 @@ sub nginx_test_conf {
     my $self = shift;
     my $d = $self->{dir};
     $self->{tested_conf} = 1;
-    return $self->_run([$NGINX, '-t', '-p', "$d/", '-c', "$d/nginx.conf",
-                        '-e', 'stderr']);
+    my %asan = $self->_asan_env;    # ASan block: sanitizer options
+    local @ENV{keys %asan} = values %asan;
+    return $self->_asan_output(    # ASan block: keeps the output
+        $self->_run([$NGINX, '-t', '-p', "$d/", '-c', "$d/nginx.conf",
+                     '-e', 'stderr']));
 }
 
 sub run {
@@ -608,7 +611,10 @@ sub run {
     # Under valgrind the daemonising parent exits (and _run returns) after
     # its leak check; the pid in nginx.pid is the daemon's (valgrind runs
     # inside the process it checks, so the pids are nginx's own).
+    my %asan = $self->_asan_env;    # ASan block: sanitizer options
+    local @ENV{keys %asan} = values %asan;
     my ($rc, $out) = $self->_run(\@cmd);
+    $self->_asan_output($rc, $out);    # ASan block
     die "nginx failed to start (exit $rc):\n$out\n"
         . _tail($self->error_log) if $rc;
 
@@ -1067,6 +1073,7 @@ sub _check {
 
     $self->_check_error_log($name, $failures_only);
     $self->_check_valgrind($failures_only) if $VALGRIND && $self->{ran};
+    $self->_check_asan($failures_only) if asan();    # ASan block
 }
 
 sub _check_error_log {
@@ -1180,6 +1187,192 @@ sub _vg_excerpt {
     splice @l, 60, @l - 60, '...' if @l > 61;
     return "$file:\n" . join '', map { "    $_\n" } @l;
 }
+
+###########################################################################
+# ASan block (`make asan`, scripts/asan.sh) -- begin
+#
+# TEST_CORELOG_ASAN=1, with TEST_CORELOG_NGINX and TEST_CORELOG_MODULE
+# naming nginx and the module built by gcc with -fsanitize=address,undefined
+# (.build/asan/): every nginx that the harness starts (run(), and `nginx -t`
+# in nginx_test_conf()) gets ASAN_OPTIONS / UBSAN_OPTIONS (read when the
+# process starts: the workers are forks of the master and keep them although
+# nginx clears their environment).  done() then checks, as one more test,
+# "asan: no sanitizer reports": any AddressSanitizer or UBSan ("runtime
+# error:") report fails it, is shown, and keeps the directory.
+#
+# Where the reports are: ASan's in <dir>/asan.<pid> (log_path).  UBSan's go
+# to stderr whatever its log_path says (gcc's libubsan is a runtime of its
+# own beside libasan, and its log_path only reaches libasan's copy of the
+# report file, through the shared __sanitizer_set_report_path symbol: so
+# UBSAN_OPTIONS must name the same log_path as ASAN_OPTIONS, or ASan's
+# reports go to stderr too).  nginx's stderr is error.log once the master
+# has read its configuration (and in the workers), the output of `nginx -t`
+# (which nginx_test_conf returns: a report is in the test's $out as well)
+# and, before that, the output of the start; the check reads all three.
+# UBSan goes on after a report (halt_on_error=0; the code is built with
+# recovery), so one run shows them all; ASan stops the process at its first.
+#
+# Leaks: detect_leaks=0.  nginx itself leaves hundreds of allocations
+# unreachable at exit (every `nginx -t`), and LeakSanitizer's exit code (23)
+# would fail the tests that check nginx -t's; the leak check is valgrind's
+# (`make valgrind`: definite leaks in the module, libpq, libjansson).
+# TEST_CORELOG_ASAN_OPTIONS / TEST_CORELOG_UBSAN_OPTIONS add options
+# (colon-separated, after the harness's).  t/asan.supp and t/ubsan.supp
+# hold the suppressions (nginx's own reports).  The harness's own waits are
+# doubled (TEST_CORELOG_TIMEOUT_FACTOR defaults to 2 under ASan).
+
+our $ASAN = $ENV{TEST_CORELOG_ASAN} ? 1 : 0;
+our $ASAN_SUPP  = "$ROOT/t/asan.supp";
+our $UBSAN_SUPP = "$ROOT/t/ubsan.supp";
+
+$TIMEOUT_FACTOR = 2
+    if $ASAN && !$VALGRIND && !$ENV{TEST_CORELOG_TIMEOUT_FACTOR};
+
+sub asan { $ASAN }
+
+# The environment of an nginx under the sanitizers ((name => value, ...),
+# empty unless TEST_CORELOG_ASAN).
+sub _asan_env {
+    my $self = shift;
+    return () unless $ASAN;
+
+    my $log = "log_path=$self->{dir}/asan";
+    # frames name nginx's sources and the module's as src/...
+    my $strip = "strip_path_prefix=$ROOT/";
+
+    my @asan = ($log, $strip, 'detect_leaks=0', 'abort_on_error=0');
+    my @ubsan = ($log, $strip, 'print_stacktrace=1', 'halt_on_error=0',
+                 'abort_on_error=0');
+    push @asan, "suppressions=$ASAN_SUPP" if -f $ASAN_SUPP;
+    push @ubsan, "suppressions=$UBSAN_SUPP" if -f $UBSAN_SUPP;
+
+    push @asan, $ENV{TEST_CORELOG_ASAN_OPTIONS}
+        if $ENV{TEST_CORELOG_ASAN_OPTIONS};
+    push @ubsan, $ENV{TEST_CORELOG_UBSAN_OPTIONS}
+        if $ENV{TEST_CORELOG_UBSAN_OPTIONS};
+
+    return (ASAN_OPTIONS  => join(':', @asan),
+            UBSAN_OPTIONS => join(':', @ubsan));
+}
+
+# (exit code, output) of an nginx command, returned as they are; the
+# output is kept for the check (UBSan writes to stderr).
+sub _asan_output {
+    my ($self, $rc, $out) = @_;
+    push @{$self->{asan_output}}, $out
+        if $ASAN && defined $out && $out =~ /runtime error:|Sanitizer/;
+    return ($rc, $out);
+}
+
+my $ASAN_REPORT =
+    qr/ERROR: (?:Address|Leak|UndefinedBehavior)Sanitizer|runtime error:/;
+my $ASAN_NOT_REPORT = qr{^\s*$|^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d \[|^nginx: };
+
+# The reports, as [ where, text ].  In <dir>/asan.* a report goes on to the
+# next one (ASan's "=====" rules dropped); in error.log and the outputs up
+# to an empty line, an nginx log line or an "nginx: " line.
+sub _asan_reports {
+    my $self = shift;
+    my (@reports, @other);
+
+    my @texts = map { [ basename($_), _slurp($_) // '', 1 ] }
+                sort glob "$self->{dir}/asan.*";
+    push @texts, [ 'error.log', $self->error_log, 0 ];
+    push @texts, map { [ 'nginx output', $_, 0 ] }
+                 @{$self->{asan_output} // []};
+
+    for my $t (@texts) {
+        my ($where, $text, $file) = @$t;
+        my $cur;
+        for my $line (split /\n/, $text) {
+            if ($line =~ $ASAN_REPORT) {
+                push @reports, $cur = [ $where, $line ];
+            } elsif ($cur && ($file ? $line !~ /^=+$/
+                                    : $line !~ $ASAN_NOT_REPORT)) {
+                $cur->[1] .= "\n$line";
+            } elsif ($file && $line =~ /\S/ && $line !~ /^=+$/) {
+                push @other, [ $where, $line ];
+            } else {
+                undef $cur unless $file;
+            }
+        }
+    }
+
+    return (\@reports, \@other);
+}
+
+# One test, "asan: no sanitizer reports" (see above).
+sub _check_asan {
+    my ($self, $failures_only) = @_;
+    my $name = 'asan: no sanitizer reports';
+
+    return unless $self->{ran} || $self->{tested_conf};
+
+    my ($reports, $other) = $self->_asan_reports;
+
+    # Other lines in the report files (warnings) are shown, not a failure.
+    if (@$other) {
+        Test::More::diag("sanitizer output that is not a report:");
+        Test::More::diag("  $_->[0]: $_->[1]")
+            for @$other[0 .. _min($#$other, 9)];
+    }
+
+    # The same report in every worker (or several times) is shown once.
+    my (%seen, @unique);
+    for my $r (@$reports) {
+        (my $key = $r->[1]) =~ s/0x[0-9A-Fa-f]+/0x/g;
+        $key =~ s/==\d+==/==/g;
+        $key =~ s/\b(?:thread T|pid |tid: )\d+/T/g;
+        push @unique, $r unless $seen{$key}++;
+    }
+
+    return if !@unique && $failures_only;
+    Test::More::ok(!@unique, $name) and return;
+
+    $self->{keep} = 1;
+    Test::More::diag(scalar(@$reports) . " sanitizer report(s), "
+                     . scalar(@unique) . " different (kept in "
+                     . "$self->{dir}):");
+    Test::More::diag(_vg_excerpt($_->[0], _asan_symbolize($_->[1])))
+        for @unique[0 .. _min($#unique, 9)];
+}
+
+# gcc's libubsan makes its list of loaded objects at its first report (or
+# suppression) and does not see a module dlopen()ed later (libasan's dlopen
+# interceptor refreshes libasan's list only): the module's frames then come
+# as "(.build/asan/ngx_http_corelog_module.so+0x89e9d)".  addr2line names
+# them.
+sub _asan_symbolize {
+    my $text = shift;
+    $text =~ s{^(\s*\#\d+\ 0x[0-9a-fA-F]+)\s+\((\S+?)\+(0x[0-9a-fA-F]+)\)$}
+              { my $in = _addr2line($2, $3);
+                defined $in ? "$1 in $in" : "$1  ($2+$3)" }gme;
+    return $text;
+}
+
+sub _addr2line {
+    my ($file, $offset) = @_;
+    $file = "$ROOT/$file" unless $file =~ m{^/};
+    return undef unless -f $file;
+
+    open my $fh, '-|', 'addr2line', '-f', '-i', '-e', $file, $offset
+        or return undef;
+    my @l = <$fh>;
+    close $fh;
+    chomp @l;
+    return undef if !@l || $l[0] eq '??';
+
+    # function, file:line pairs, the innermost (inlined) first
+    my @frames;
+    while (my ($func, $where) = splice @l, 0, 2) {
+        $where =~ s{^\Q$ROOT\E/}{};
+        push @frames, "$func $where";
+    }
+    return join ' (inlined into) ', @frames;
+}
+
+# ASan block -- end
+###########################################################################
 
 sub _cleanup {
     my $self = shift;

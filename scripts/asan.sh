@@ -1,0 +1,128 @@
+#!/bin/bash
+# `make asan`: the test suite with nginx itself AND the module built under
+# AddressSanitizer + UndefinedBehaviorSanitizer.
+#
+#   scripts/asan.sh            build .build/asan/, then prove over $TESTS
+#   scripts/asan.sh --build    build only
+#
+# nginx comes from a full source tree (scripts/nginx-source.sh: the
+# installed nginx's version, 1.22.1 on bookworm) configured with
+# --builddir=.build/asan (objs/ and `make build` are never touched) and
+# --add-dynamic-module=<this repository>, so the module .so gets the same
+# flags.  NGX_DEBUG_PALLOC=1 makes every pool allocation its own malloc():
+# ASan then sees an overflow of a pool allocation too.  The configure step
+# runs again only when its flags or ./config change; make is incremental.
+#
+# The tests run with TEST_CORELOG_NGINX / TEST_CORELOG_MODULE naming these
+# builds and TEST_CORELOG_ASAN=1: the harness (t/lib/Corelog/Test.pm) gives
+# nginx ASAN_OPTIONS / UBSAN_OPTIONS (ASan's reports go to files in each
+# test's directory, UBSan's to nginx's stderr: its error.log), and each test
+# file fails "asan: no sanitizer reports" on any report; t/asan.supp and
+# t/ubsan.supp suppress nginx's own.  The script prints the wall time.
+# Variables: TESTS (default t/), PROVE_JOBS (default 2), PROVE_FLAGS,
+# NGINX_VERSION (default: the installed nginx's).
+set -euo pipefail
+
+SECONDS=0
+top=$(cd "$(dirname "$0")/.." && pwd)
+builddir=$top/.build/asan
+
+# --- what the build needs ----------------------------------------------
+# scripts/deps.sh: the module's build and the tests' packages; here what
+# building nginx itself with the sanitizers adds (addr2line: binutils).
+"$top/scripts/deps.sh"
+
+packages=(gcc libasan8 libubsan1 binutils
+          libpcre2-dev zlib1g-dev libssl-dev)
+
+missing=()
+for p in "${packages[@]}"; do
+    status=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
+    [ "$status" = installed ] || missing+=("$p")
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "asan: installing: ${missing[*]}" >&2
+    if [ "$(id -u)" -eq 0 ]; then
+        as_root=()
+    elif command -v sudo >/dev/null 2>&1; then
+        as_root=(sudo)
+    else
+        echo "asan: missing packages (${missing[*]}) and not root, no sudo" >&2
+        exit 1
+    fi
+    apt=("${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get)
+    "${apt[@]}" update -q
+    "${apt[@]}" install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if ! echo 'int main(void) { return 0; }' \
+        | gcc -x c -fsanitize=address,undefined -o /dev/null - 2>/dev/null
+then
+    echo "asan: gcc -fsanitize=address,undefined does not link" >&2
+    exit 1
+fi
+
+# --- nginx + the module under the sanitizers -----------------------------
+src=$("$top/scripts/nginx-source.sh" ${NGINX_VERSION:+"$NGINX_VERSION"})
+
+# Sanitizers: UBSan recovers (gcc's default for -fsanitize=undefined: each
+# report is logged and the process goes on, so one run shows all of them);
+# ASan stops the process at its first report (the memory is corrupt then).
+cc_opt="-g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined"
+cc_opt="$cc_opt -DNGX_DEBUG_PALLOC=1"
+ld_opt="-fsanitize=address,undefined"
+
+# What t/ needs of nginx (the harness's self-test uses sub_filter); the
+# Debian package's list minus the dynamic modules, mail and stream.
+conf_args=(--with-cc-opt="$cc_opt" --with-ld-opt="$ld_opt"
+           --with-compat --with-debug --with-threads --with-pcre-jit
+           --with-http_ssl_module --with-http_sub_module
+           --with-http_auth_request_module --with-http_stub_status_module
+           --with-http_v2_module --with-http_realip_module
+           --add-dynamic-module="$top" --builddir="$builddir")
+
+stamp=$builddir/.configured
+want=$(printf '%s\n' "$src" "${conf_args[@]}")
+
+if [ ! -f "$stamp" ] || [ "$top/config" -nt "$stamp" ] \
+   || [ "$(cat "$stamp")" != "$want" ]; then
+    echo "asan: configuring nginx ($src) in $builddir" >&2
+    rm -rf "$builddir"
+    mkdir -p "$builddir"
+    (cd "$src" && ./configure "${conf_args[@]}") \
+        >"$builddir/configure.log" 2>&1 || {
+            tail -40 "$builddir/configure.log" >&2
+            echo "asan: configure failed ($builddir/configure.log)" >&2
+            exit 1; }
+    printf '%s\n' "$want" >"$stamp"
+fi
+
+echo "asan: building nginx and the module in $builddir (make.log)" >&2
+# the binary and the dynamic module (Makefile targets "binary", "modules")
+make -s -j"$(nproc)" -C "$src" -f "$builddir/Makefile" binary modules \
+    >"$builddir/make.log" 2>&1 || {
+        tail -60 "$builddir/make.log" >&2
+        echo "asan: make failed ($builddir/make.log)" >&2
+        exit 1; }
+
+nginx_bin=$builddir/nginx
+module=$builddir/ngx_http_corelog_module.so
+ls -l "$nginx_bin" "$module" >&2
+
+[ "${1:-}" = --build ] && exit 0
+
+# --- the tests ---------------------------------------------------------
+cd "$top"    # TESTS are relative to the repository's top
+build_secs=$SECONDS
+rc=0
+# shellcheck disable=SC2086  # TESTS and PROVE_FLAGS are word lists
+TEST_CORELOG_NGINX=$nginx_bin TEST_CORELOG_MODULE=$module \
+TEST_CORELOG_ASAN=1 \
+    prove -I "$top/t/lib" -r -j"${PROVE_JOBS:-2}" ${PROVE_FLAGS:-} \
+    ${TESTS:-t/} || rc=$?
+secs=$SECONDS
+printf 'asan: %dm%02ds wall clock (build %ds, tests %ds), prove exit %d\n' \
+    $((secs / 60)) $((secs % 60)) "$build_secs" $((secs - build_secs)) \
+    "$rc" >&2
+exit "$rc"
