@@ -365,7 +365,7 @@ void ngx_http_corelog_out_raw(ngx_http_corelog_out_t *out, const char *s,
 void ngx_http_corelog_out_str(ngx_http_corelog_out_t *out, ngx_str_t *s);
 void ngx_http_corelog_out_str_or_null(ngx_http_corelog_out_t *out,
     ngx_str_t *s);
-void ngx_http_corelog_out_int(ngx_http_corelog_out_t *out, ngx_int_t n);
+void ngx_http_corelog_out_int(ngx_http_corelog_out_t *out, int64_t n);
 void ngx_http_corelog_out_double(ngx_http_corelog_out_t *out, double d);
 
 /* ngx_http_corelog_reply.c */

@@ -597,7 +597,7 @@ ngx_http_corelog_channel_ref(ngx_http_request_t *r,
         break;
 
     case JSON_INTEGER:
-        ngx_http_corelog_out_int(out, (ngx_int_t) json_integer_value(value));
+        ngx_http_corelog_out_int(out, (int64_t) json_integer_value(value));
         break;
 
     case JSON_REAL:

@@ -38,6 +38,7 @@ ngx_int_t
 ngx_http_corelog_json_parse(ngx_http_request_t *r, ngx_pool_t *pool,
     json_t **root, ngx_http_corelog_error_t *err)
 {
+    u_char              *p;
     json_t              *json;
     ngx_int_t            rc;
     ngx_str_t            body;
@@ -90,11 +91,23 @@ ngx_http_corelog_json_parse(ngx_http_request_t *r, ngx_pool_t *pool,
             return NGX_ERROR;
 
         default:
+
+            /*
+             * jansson's text quotes the body ("near '...'"): its control
+             * bytes and cut or invalid UTF-8 are escaped here, so that the
+             * message is text whatever the body was.
+             */
+
+            p = ngx_cpymem(text, "Malformed JSON: ",
+                           sizeof("Malformed JSON: ") - 1);
+            p = ngx_http_corelog_log_text(p, text + sizeof(text) - 64,
+                                          (u_char *) jerr.text,
+                                          ngx_strlen(jerr.text));
+            p = ngx_sprintf(p, " (line %d, column %d)", jerr.line,
+                            jerr.column);
+
             body.data = text;
-            body.len = ngx_snprintf(text, sizeof(text) - 1,
-                                    "Malformed JSON: %s (line %d, column %d)",
-                                    jerr.text, jerr.line, jerr.column)
-                       - text;
+            body.len = p - text;
 
             err->status = NGX_HTTP_BAD_REQUEST;
             err->message.data = ngx_pstrdup(r->pool, &body);
@@ -491,17 +504,28 @@ ngx_http_corelog_out_str_or_null(ngx_http_corelog_out_t *out, ngx_str_t *s)
 }
 
 
+/*
+ * An integer; the magnitude of a negative one is taken as unsigned, so
+ * that INT64_MIN (a client's custom reference) is no signed overflow.
+ */
+
 void
-ngx_http_corelog_out_int(ngx_http_corelog_out_t *out, ngx_int_t n)
+ngx_http_corelog_out_int(ngx_http_corelog_out_t *out, int64_t n)
 {
     u_char  *p;
 
-    p = ngx_http_corelog_out_reserve(out, NGX_INT_T_LEN);
+    p = ngx_http_corelog_out_reserve(out, NGX_INT64_LEN);
     if (p == NULL) {
         return;
     }
 
-    out->pos = ngx_sprintf(p, "%i", n);
+    if (n < 0) {
+        *p++ = '-';
+        out->pos = ngx_sprintf(p, "%uL", (uint64_t) 0 - (uint64_t) n);
+        return;
+    }
+
+    out->pos = ngx_sprintf(p, "%uL", (uint64_t) n);
 }
 
 

@@ -87,6 +87,19 @@ subtest 'random bytes after a string: answers are valid UTF-8' => sub {
     is($bad, 0, '200 bodies: each a 400 in valid UTF-8 JSON');
 };
 
+subtest 'custom references at the ends of int64 are stored exactly' => sub {
+    my $r = post('/api/v1/log/create',
+                 '{"channel_id":"' . $ch . '","label":"int64",'
+                 . '"custom_references":{"min":-9223372036854775808,'
+                 . '"max":9223372036854775807,"zero":0,"neg":-1}}');
+    is($r->{status}, 202, 'status 202') or diag $r->{body};
+    my ($refs) = $t->dbh->selectrow_array(
+        q{SELECT custom_references::text FROM corelog.channel_logs
+           WHERE label = 'int64'});
+    is($refs, '{"max": 9223372036854775807, "min": -9223372036854775808, '
+              . '"neg": -1, "zero": 0}', 'as sent');
+};
+
 # PostgreSQL's errors and notices: no DETAIL, no row data, one line
 
 $t->dbh->do(q{
