@@ -168,9 +168,11 @@ cpu_per_request() {
                (d[3] - d[1] - d[2]) * us, d[4] * us }' >>"$out/cpu"
 }
 
-# run NAME SCRIPT: warm-up, then the measured run; appends to results
+# run NAME SCRIPT [CONNECTIONS DURATION]: warm-up, then the measured run;
+# appends to results
 run() {
     local name=$1 script=$2 log=$out/wrk-$1.txt
+    local conns=${3:-$conns} duration=${4:-$duration}
     # core-log pairs: the warm-up uses 0.., the measured run 500000..
     BENCH_RUN=w BENCH_OFFSET=0 wrk -t"$threads" -c"$conns" \
         -d"$warmup" -s "$top/bench/$script" "$url" >/dev/null
@@ -204,7 +206,7 @@ run() {
     non2xx=$(awk '/Non-2xx/ {print $NF}' "$log")
     echo "$name $rps $p50 $p99 ${non2xx:-0}" >>"$out/results"
     cpu_per_request "$name" "$rps" "$before" "$after"
-    if [ "$name" != ceiling ]; then
+    if [ "$name" != ceiling ] && [ "${name#body:}" = "$name" ]; then
         psql -d "$conninfo" -tA -F ' ' -c "
             SELECT '$name', calls, rows,
                    round(rows::numeric / nullif(calls, 0), 1)
@@ -228,6 +230,36 @@ case $routes in *" channel_log "*) echo "bench: POST /api/v1/log/create..."
                                    run channel_log channel.lua ;; esac
 case $routes in *" logtank "*) echo "bench: POST /v1/logtanks..."
                                run logtank logtank.lua ;; esac
+
+# the cost of the largest bodies: the largest a route accepts (a channel
+# log with every field at its limit, 175 KB, stored whole) and the costliest
+# it refuses (the same, padded to the body limit with fields it ignores,
+# with a channel_id that is not a UUID: parsed whole, then 400), and two
+# that the bounds refuse before jansson sees them; 16 connections, 5 s each
+# (BENCH_BODY_DURATION), one body again and again
+if [ -z "${BENCH_NO_BODIES:-}" ] && [ "${BENCH_ROUTES:-}" = "" ]; then
+    limit=$(sed -n 's/^ *client_max_body_size \([0-9]*\)k;.*/\1/p' \
+            "$top/conf/nginx.conf")
+    CH=$ch LIMIT=$((limit * 1024)) OUT=$out perl -I "$top/t/lib" \
+        -MCorelog::Bodies -e '
+        my ($ch, $limit, $out) = @ENV{qw(CH LIMIT OUT)};
+        my %b;
+        $b{accepted} = Corelog::Bodies::channel_max($ch);
+        ($b{rejected} = Corelog::Bodies::pad($b{accepted}, $limit - 64))
+            =~ s/"channel_id":"[^"]*"/"channel_id":"not-a-uuid"/ or die;
+        $b{values} = "{\"a\":[" . join(",", (0) x ($limit / 2 - 8)) . "]}";
+        $b{malformed} = Corelog::Bodies::pad("{\"a\":1}", $limit - 64);
+        $b{malformed} =~ s/\}$/,}/;
+        for (keys %b) {
+            open my $fh, ">", "$out/body-$_.json" or die;
+            print $fh $b{$_};
+        }'
+    for b in accepted rejected values malformed; do
+        echo "bench: body $b ($(stat -c %s "$out/body-$b.json") bytes)..."
+        BENCH_BODY_FILE=$out/body-$b.json run "body:$b" body.lua 16 \
+            "${BENCH_BODY_DURATION:-5s}"
+    done
+fi
 
 # the single-row database ceiling: pgbench, one INSERT per transaction
 cat >"$out/pgbench-channel.sql" <<EOS
@@ -310,7 +342,9 @@ while read -r name rps p50 p99 non2xx; do
         "$p50" "$p99" "$non2xx"
 done <"$out/results"
 echo
-echo "CPU per request (pgbench: per transaction) during the measured runs, in core-µs ($(nproc) cores shared):"
+echo "CPU per request (pgbench: per transaction) during the measured runs, in core-µs ($(nproc) cores shared);"
+echo "body:accepted is the largest channel log (202), body:rejected the costliest 400 (parsed whole),"
+echo "body:values one at the limit that the value bound refuses unparsed, body:malformed one broken at its end (400):"
 printf '  %-20s %8s %9s %15s %8s %28s\n' route nginx postgres \
     'client+kernel' idle 'budget at target (req/s)'
 while read -r name nginx pg rest idle; do

@@ -356,6 +356,7 @@ ngx_http_corelog_fuzz_request(ngx_http_corelog_fuzz_body_t *fb,
     ctx->auth.started = 1;
     ctx->auth.done = 1;
     ctx->auth.allowed = 1;
+    ctx->body_ours = 1;             /* the body is freed once parsed */
     ngx_str_set(&ctx->auth.account, NGX_HTTP_CORELOG_FUZZ_ACCOUNT);
     ngx_str_set(&ctx->auth.domain, NGX_HTTP_CORELOG_FUZZ_DOMAIN);
     ngx_str_set(&ctx->auth.project, NGX_HTTP_CORELOG_FUZZ_PROJECT);

@@ -247,6 +247,7 @@ typedef struct {
     ngx_http_corelog_api_t      *api;
     void                        *data;            /* the api's request state */
     ngx_str_t                    request_id;
+    unsigned                     body_ours:1;     /* we read it: we free it */
 } ngx_http_corelog_ctx_t;
 
 

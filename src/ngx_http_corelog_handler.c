@@ -150,6 +150,14 @@ ngx_http_corelog_handler(ngx_http_request_t *r)
 
     r->request_body_in_single_buf = 1;
 
+    /*
+     * A body that another module has read already (mirror, with its
+     * request body) may still be in use by its subrequests: it is not ours
+     * to free once parsed.
+     */
+
+    ctx->body_ours = (r->request_body == NULL);
+
     rc = ngx_http_read_client_request_body(r, ngx_http_corelog_body_handler);
 
     if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
@@ -287,7 +295,10 @@ ngx_http_corelog_body_op(ngx_http_request_t *r, ngx_http_corelog_ctx_t *ctx,
     }
 
     ngx_destroy_pool(pool);
-    ngx_http_corelog_json_release(r);
+
+    if (ctx->body_ours) {
+        ngx_http_corelog_json_release(r);
+    }
 
     return rc;
 }
