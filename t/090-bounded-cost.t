@@ -223,5 +223,43 @@ subtest 'queued writes hold their values, not their bodies' => sub {
     is_deeply(\%status, { 202 => $N }, 'then every write: 202');
 };
 
+# a statement carries at most 1 MB of values, whatever corelog_batch_max
+
+subtest 'a statement takes rows up to 1 MB of values' => sub {
+    $t->stop;
+    $conf =~ s/corelog_batch_max \d+;/corelog_batch_max 100;/ or die;
+    open my $fh, '>', $t->dir . '/nginx.conf' or die $!;
+    print $fh $conf;
+    close $fh;
+    $t->run;
+
+    my $N = 30;
+    my $lock = DBI->connect('dbi:Pg:dbname=corelog;host=127.0.0.1;port='
+                            . $t->pg_port, 'postgres', '',
+                            { AutoCommit => 0, RaiseError => 1,
+                              PrintError => 0 });
+    $lock->do('LOCK TABLE corelog.channel_logs IN ACCESS EXCLUSIVE MODE');
+    $t->dbh->do('SELECT pg_stat_statements_reset()');
+
+    my @socks = map { $t->http_start(POST => '/api/v1/log/create',
+                                     headers => \%bearer,
+                                     body => $channel_max) } 1 .. $N;
+    sleep 1;
+    $lock->rollback;
+    $lock->disconnect;
+
+    my %status;
+    $status{ $t->http_finish($_, timeout => 60)->{status} }++ for @socks;
+    is_deeply(\%status, { 202 => $N }, "$N writes of the largest rows: 202");
+
+    my ($calls, $rows) = $t->dbh->selectrow_array(
+        q{SELECT sum(calls), sum(rows) FROM pg_stat_statements
+           WHERE query LIKE 'WITH input AS%'});
+    is($rows, $N, "$N rows");
+    # 117 KB rows: 8 fit in 1 MB, the ninth does not
+    cmp_ok($rows / $calls, '<=', 8.5,
+           "at most 8 rows per statement on average ($calls statements)");
+};
+
 $t->done;
 done_testing;
