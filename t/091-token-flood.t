@@ -12,6 +12,7 @@ use warnings;
 use Test::More;
 use FindBin;
 use lib "$FindBin::Bin/lib";
+use DBI;
 use IO::Select;
 use IO::Socket::INET;
 use JSON::PP;
@@ -214,6 +215,64 @@ subtest 'the shipped limit_req answers 429 before the auth step' => sub {
                      body => '{}');
     is($r->{status}, 429, 'the logtank route too');
     like($r->{json}{error_code} // '', qr/^CLG\.0429$/, 'in its own shape');
+};
+
+# look-ups stuck behind a lock: they keep to their own bound and to half
+# the connections, and writes go on
+
+$t->stop;
+$t->write_shipped_conf(workers => 1);
+$conf = $t->nginx_conf;
+$conf =~ s/^\s*limit_(?:req|conn)\s[^\n]*\n//mg;
+$conf =~ s/corelog_queue_max \d+;/corelog_queue_max 10;\n    corelog_token_queue_max 1000;/
+    or die;
+$conf =~ s/corelog_connections \d+;/corelog_connections 4;/ or die;
+open $fh, '>', $t->dir . '/nginx.conf' or die $!;
+print $fh $conf;
+close $fh;
+$t->run;
+
+subtest 'look-ups stuck behind a lock: writes go on' => sub {
+    # the valid token is cached again in this nginx
+    is($t->http(@{ write_req('warm again', $tok) })->{status}, 202,
+       'a first write');
+
+    my $lock = DBI->connect('dbi:Pg:dbname=corelog;host=127.0.0.1;port='
+                            . $t->pg_port, 'postgres', '',
+                            { AutoCommit => 0, RaiseError => 1,
+                              PrintError => 0 });
+    $lock->do('LOCK TABLE corelog.tokens IN ACCESS EXCLUSIVE MODE');
+
+    # 50 look-ups in waves, each wave after the last one's statement left
+    my @stuck;
+    for my $wave (1 .. 10) {
+        push @stuck, $t->http_start(@{ write_req('stuck',
+                                                 'clg_' . random_hex(32)) })
+            for 1 .. 5;
+        sleep 0.05;
+    }
+
+    my ($blocked) = $t->dbh->selectrow_array(
+        q{SELECT count(*) FROM pg_stat_activity
+           WHERE application_name = 'nginx-corelog'
+             AND wait_event_type = 'Lock'});
+    cmp_ok($blocked, '<=', 2, "look-ups hold at most half the connections "
+                              . "($blocked blocked)");
+    cmp_ok($blocked, '>=', 1, 'and wait for the lock');
+
+    # more writes than corelog_queue_max would hold with the look-ups
+    my $res = $t->http_many([ map { write_req("beside $_", $tok) } 1 .. 5 ],
+                            timeout => 10);
+    my %st;
+    $st{$_->{status}}++ for @$res;
+    is_deeply(\%st, { 202 => 5 }, 'five writes: 202, while the look-ups wait');
+
+    $lock->rollback;
+    $lock->disconnect;
+
+    my %looked;
+    $looked{ $t->http_finish($_, timeout => 30)->{status} }++ for @stuck;
+    is_deeply(\%looked, { 401 => 50 }, 'then the 50 look-ups: 401');
 };
 
 $t->done;
