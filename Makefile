@@ -46,7 +46,7 @@ test: build
 # each test file fails "valgrind: no memory errors" on an error in the
 # module, libjansson or libpq (t/lib/Corelog/Test.pm).  One file at a time;
 # the harness's own waits are 5 times longer.  Not part of `make test`.
-# All of t/ passes under valgrind (about 90 s); should a timing-sensitive
+# All of t/ passes under valgrind (about 4 minutes); should a timing-sensitive
 # test not, the files without tight timing are
 #   VALGRIND_TESTS="t/010-corelog-create.t t/011-corelog-errors.t
 #     t/012-corelog-http.t t/020-auth-token.t t/050-channel-log.t
