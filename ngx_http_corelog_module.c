@@ -876,7 +876,7 @@ ngx_http_corelog_init_process(ngx_cycle_t *cycle)
         return NGX_ERROR;
     }
 
-    return ngx_http_corelog_pg_init_process(cycle);
+    return ngx_http_corelog_pg_init_process(cycle, cmcf);
 }
 
 

@@ -30,31 +30,8 @@ builddir=$top/.build/asan
 # --- what the build needs ----------------------------------------------
 # scripts/deps.sh: the module's build and the tests' packages; here what
 # building nginx itself with the sanitizers adds (addr2line: binutils).
-"$top/scripts/deps.sh"
-
-packages=(gcc libasan8 libubsan1 binutils
-          libpcre2-dev zlib1g-dev libssl-dev)
-
-missing=()
-for p in "${packages[@]}"; do
-    status=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
-    [ "$status" = installed ] || missing+=("$p")
-done
-
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "asan: installing: ${missing[*]}" >&2
-    if [ "$(id -u)" -eq 0 ]; then
-        as_root=()
-    elif command -v sudo >/dev/null 2>&1; then
-        as_root=(sudo)
-    else
-        echo "asan: missing packages (${missing[*]}) and not root, no sudo" >&2
-        exit 1
-    fi
-    apt=("${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get)
-    "${apt[@]}" update -q
-    "${apt[@]}" install -y -q --no-install-recommends "${missing[@]}"
-fi
+"$top/scripts/deps.sh" gcc libasan8 libubsan1 binutils \
+    libpcre2-dev zlib1g-dev libssl-dev
 
 if ! echo 'int main(void) { return 0; }' \
         | gcc -x c -fsanitize=address,undefined -o /dev/null - 2>/dev/null

@@ -4,7 +4,17 @@
 # asks dpkg, prints nothing and exits 0; apt-get runs (after one
 # `apt-get update`) only for what is missing.  Works as root, or through
 # sudo when run as an ordinary user.
+#
+#   scripts/deps.sh                  the packages below
+#   scripts/deps.sh PKG...           those and PKG...
+#   scripts/deps.sh --only PKG...    PKG... alone (make fuzz's compiler...)
 set -euo pipefail
+
+only=
+if [ "${1:-}" = --only ]; then
+    only=1
+    shift
+fi
 
 packages=(
     # build: scripts/build.sh compiles against Debian's nginx source tree
@@ -22,6 +32,12 @@ packages=(
     # make bench: the HTTP load generator
     wrk
 )
+
+if [ -n "$only" ]; then
+    packages=("$@")
+else
+    packages+=("$@")
+fi
 
 missing=()
 for p in "${packages[@]}"; do

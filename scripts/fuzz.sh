@@ -47,29 +47,8 @@ esac
 
 # --- what the build needs ---------------------------------------------------
 # libFuzzer (libclang_rt.fuzzer*.a) is in libclang-rt-14-dev on bookworm.
-packages=(clang libclang-rt-14-dev make libc6-dev pkg-config
-          libpcre2-dev zlib1g-dev libssl-dev libpq-dev libjansson-dev)
-
-missing=()
-for p in "${packages[@]}"; do
-    status=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
-    [ "$status" = installed ] || missing+=("$p")
-done
-
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "fuzz: installing: ${missing[*]}" >&2
-    if [ "$(id -u)" -eq 0 ]; then
-        as_root=()
-    elif command -v sudo >/dev/null 2>&1; then
-        as_root=(sudo)
-    else
-        echo "fuzz: missing packages (${missing[*]}) and not root, no sudo" >&2
-        exit 1
-    fi
-    apt=("${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get)
-    "${apt[@]}" update -q
-    "${apt[@]}" install -y -q --no-install-recommends "${missing[@]}"
-fi
+"$top/scripts/deps.sh" --only clang libclang-rt-14-dev make libc6-dev \
+    pkg-config libpcre2-dev zlib1g-dev libssl-dev libpq-dev libjansson-dev
 
 cc=clang
 if ! echo 'int LLVMFuzzerTestOneInput(const char *d, long n) { return 0; }' \

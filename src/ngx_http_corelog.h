@@ -65,10 +65,18 @@ typedef struct {
 #define NGX_HTTP_CORELOG_LIMIT_NOTE_LEN       64
 
 
+/* what a statement does: each kind has its own queue bound */
+#define NGX_HTTP_CORELOG_KIND_WRITE       0
+#define NGX_HTTP_CORELOG_KIND_LOOKUP      1    /* reads for the auth step */
+#define NGX_HTTP_CORELOG_KINDS            2
+
+
 /* a worker's own state, made in init_process, hung off the main conf */
 
 struct ngx_http_corelog_worker_s {
     ngx_http_corelog_limit_t     limits[NGX_HTTP_CORELOG_LIMITS];
+    ngx_uint_t                   queued[NGX_HTTP_CORELOG_KINDS];
+    ngx_uint_t                   lookups;         /* statements in flight */
     ngx_http_corelog_token_state_t  *token;       /* token.c's */
 };
 
@@ -150,10 +158,6 @@ typedef struct {
 #define NGX_HTTP_CORELOG_COL_TIMESTAMPTZ  5    /* timestamptz[]: RFC 3339 UTC */
 #define NGX_HTTP_CORELOG_COL_BYTEA        6    /* bytea[]: the bytes */
 
-/* what a statement does: each kind has its own queue bound */
-#define NGX_HTTP_CORELOG_KIND_WRITE       0
-#define NGX_HTTP_CORELOG_KIND_LOOKUP      1    /* reads for the auth step */
-#define NGX_HTTP_CORELOG_KINDS            2
 
 
 typedef struct {
@@ -318,7 +322,8 @@ void ngx_http_corelog_token_exit_process(ngx_cycle_t *cycle);
 /* ngx_http_corelog_pg.c */
 char *ngx_http_corelog_pg_conninfo(ngx_conf_t *cf,
     ngx_http_corelog_main_conf_t *cmcf);
-ngx_int_t ngx_http_corelog_pg_init_process(ngx_cycle_t *cycle);
+ngx_int_t ngx_http_corelog_pg_init_process(ngx_cycle_t *cycle,
+    ngx_http_corelog_main_conf_t *cmcf);
 void ngx_http_corelog_pg_exit_process(ngx_cycle_t *cycle);
 ngx_http_corelog_pg_conn_t *ngx_http_corelog_pg_idle(void);
 ngx_int_t ngx_http_corelog_pg_available(void);

@@ -60,8 +60,6 @@ static void ngx_http_corelog_batch_wait_handler(ngx_event_t *ev);
 static ngx_http_corelog_main_conf_t  *ngx_http_corelog_batch_conf;
 static ngx_queue_t                    ngx_http_corelog_batch_queue;
 static ngx_uint_t                     ngx_http_corelog_batch_nqueued;
-static ngx_uint_t    ngx_http_corelog_batch_queued[NGX_HTTP_CORELOG_KINDS];
-static ngx_uint_t    ngx_http_corelog_batch_lookups;   /* statements sent */
 static ngx_uint_t                     ngx_http_corelog_batch_running;
 static ngx_uint_t                     ngx_http_corelog_batch_again;
 static ngx_event_t                    ngx_http_corelog_batch_spill;
@@ -82,9 +80,6 @@ ngx_http_corelog_batch_init_process(ngx_cycle_t *cycle,
     ngx_http_corelog_batch_conf = cmcf;
     ngx_queue_init(&ngx_http_corelog_batch_queue);
     ngx_http_corelog_batch_nqueued = 0;
-    ngx_memzero(ngx_http_corelog_batch_queued,
-                sizeof(ngx_http_corelog_batch_queued));
-    ngx_http_corelog_batch_lookups = 0;
 
     ngx_http_corelog_batch_spill.handler = ngx_http_corelog_batch_spill_handler;
     ngx_http_corelog_batch_spill.log = cycle->log;
@@ -184,7 +179,7 @@ ngx_http_corelog_batch_post(ngx_http_corelog_op_t *op)
         max = cmcf->queue_max;
     }
 
-    if (ngx_http_corelog_batch_queued[kind] >= max) {
+    if (cmcf->worker->queued[kind] >= max) {
         if (ngx_http_corelog_limit(kind == NGX_HTTP_CORELOG_KIND_LOOKUP
                                    ? NGX_HTTP_CORELOG_LIMIT_LOOKUPS_FULL
                                    : NGX_HTTP_CORELOG_LIMIT_QUEUE_FULL,
@@ -207,7 +202,7 @@ ngx_http_corelog_batch_post(ngx_http_corelog_op_t *op)
 
     ngx_queue_insert_tail(&ngx_http_corelog_batch_queue, &op->queue);
     ngx_http_corelog_batch_nqueued++;
-    ngx_http_corelog_batch_queued[kind]++;
+    cmcf->worker->queued[kind]++;
     op->state = NGX_HTTP_CORELOG_OP_QUEUED;
 
     ngx_add_timer(&op->wait, cmcf->query_timeout);
@@ -319,7 +314,7 @@ ngx_http_corelog_batch_take(ngx_http_corelog_pg_conn_t *pc)
         op = ngx_queue_data(q, ngx_http_corelog_op_t, queue);
 
         if (op->stmt->kind != NGX_HTTP_CORELOG_KIND_LOOKUP
-            || ngx_http_corelog_batch_lookups < lookups)
+            || cmcf->worker->lookups < lookups)
         {
             stmt = op->stmt;
             break;
@@ -365,7 +360,7 @@ ngx_http_corelog_batch_take(ngx_http_corelog_pg_conn_t *pc)
     pc->stmt = stmt;
 
     if (stmt->kind == NGX_HTTP_CORELOG_KIND_LOOKUP) {
-        ngx_http_corelog_batch_lookups++;
+        cmcf->worker->lookups++;
     }
 
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, &pc->log, 0,
@@ -393,7 +388,7 @@ ngx_http_corelog_batch_unqueue(ngx_http_corelog_op_t *op)
 {
     ngx_queue_remove(&op->queue);
     ngx_http_corelog_batch_nqueued--;
-    ngx_http_corelog_batch_queued[op->stmt->kind]--;
+    ngx_http_corelog_batch_conf->worker->queued[op->stmt->kind]--;
 
     if (op->wait.timer_set) {
         ngx_del_timer(&op->wait);
@@ -407,7 +402,7 @@ static void
 ngx_http_corelog_batch_release(ngx_http_corelog_pg_conn_t *pc)
 {
     if (pc->stmt && pc->stmt->kind == NGX_HTTP_CORELOG_KIND_LOOKUP) {
-        ngx_http_corelog_batch_lookups--;
+        ngx_http_corelog_batch_conf->worker->lookups--;
     }
 
     pc->stmt = NULL;

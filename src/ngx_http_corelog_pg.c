@@ -320,29 +320,17 @@ ngx_http_corelog_pg_hostaddr(ngx_conf_t *cf, const char *host,
 }
 
 
+/* a worker's pool, once the module knows it is a worker with a conninfo */
+
 ngx_int_t
-ngx_http_corelog_pg_init_process(ngx_cycle_t *cycle)
+ngx_http_corelog_pg_init_process(ngx_cycle_t *cycle,
+    ngx_http_corelog_main_conf_t *cmcf)
 {
-    ngx_uint_t                     i;
-    ngx_http_corelog_pg_conn_t    *pc;
-    ngx_http_corelog_main_conf_t  *cmcf;
+    ngx_uint_t                   i;
+    ngx_http_corelog_pg_conn_t  *pc;
 
-    cmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_corelog_module);
-
-    if (cmcf == NULL || cmcf->conninfo.len == 0) {
-        return NGX_OK;
-    }
-
-    /* not in the cache manager and loader: only workers serve requests */
-
-    if (ngx_process != NGX_PROCESS_WORKER
-        && ngx_process != NGX_PROCESS_SINGLE)
-    {
-        return NGX_OK;
-    }
-
-    ngx_http_corelog_pg_conns = ngx_pcalloc(cycle->pool,
-                             cmcf->connections * sizeof(ngx_http_corelog_pg_conn_t));
+    ngx_http_corelog_pg_conns = ngx_pcalloc(cycle->pool, cmcf->connections
+                                        * sizeof(ngx_http_corelog_pg_conn_t));
     if (ngx_http_corelog_pg_conns == NULL) {
         return NGX_ERROR;
     }
@@ -360,8 +348,8 @@ ngx_http_corelog_pg_init_process(ngx_cycle_t *cycle)
         pc = &ngx_http_corelog_pg_conns[i];
 
         pc->index = i;
-        pc->ops = ngx_pcalloc(cycle->pool,
-                              cmcf->batch_max * sizeof(ngx_http_corelog_op_t *));
+        pc->ops = ngx_pcalloc(cycle->pool, cmcf->batch_max
+                                           * sizeof(ngx_http_corelog_op_t *));
         if (pc->ops == NULL) {
             return NGX_ERROR;
         }
