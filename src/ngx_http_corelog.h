@@ -60,7 +60,8 @@ typedef struct {
 #define NGX_HTTP_CORELOG_LIMIT_AUTH_NONE      6
 #define NGX_HTTP_CORELOG_LIMIT_STATEMENT      7
 #define NGX_HTTP_CORELOG_LIMIT_NO_ROW         8
-#define NGX_HTTP_CORELOG_LIMITS               9
+#define NGX_HTTP_CORELOG_LIMIT_NOTICE         9
+#define NGX_HTTP_CORELOG_LIMITS               10
 
 #define NGX_HTTP_CORELOG_LIMIT_NOTE_LEN       64
 

@@ -1243,8 +1243,15 @@ ngx_http_corelog_pg_notice(void *arg, const PGresult *res)
     ngx_http_corelog_pg_conn_t  *pc = arg;
 
     char       *severity, *state;
-    ngx_str_t   msg;
+    ngx_str_t   msg, note;
     u_char      text[NGX_HTTP_CORELOG_PG_TEXT_LEN];
+    u_char      buf[NGX_HTTP_CORELOG_LIMIT_NOTE_LEN];
+
+    /* a trigger's notice may come with every row: at most one a second */
+
+    if (!ngx_http_corelog_limit(NGX_HTTP_CORELOG_LIMIT_NOTICE, &note, buf)) {
+        return;
+    }
 
     severity = PQresultErrorField(res, PG_DIAG_SEVERITY);
     state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
@@ -1253,9 +1260,9 @@ ngx_http_corelog_pg_notice(void *arg, const PGresult *res)
                           text, sizeof(text));
 
     ngx_log_error(NGX_LOG_NOTICE, &pc->log, 0,
-                  "corelog: PostgreSQL says: %s: %V (SQLSTATE %s)",
+                  "corelog: PostgreSQL says: %s: %V (SQLSTATE %s)%V",
                   severity ? severity : "NOTICE", &msg,
-                  state ? state : "none");
+                  state ? state : "none", &note);
 }
 
 

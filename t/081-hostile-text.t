@@ -146,6 +146,15 @@ subtest 'a notice: logged without its DETAIL' => sub {
     like($log, qr/corelog: PostgreSQL says: NOTICE: a test notice \(SQLSTATE 00000\)/,
          'the notice, on one line') or diag $log;
     unlike($log, qr/noticed-label|the row says/, 'no DETAIL');
+
+    # a notice with every row: at most one line a second
+    $from = length $t->error_log;
+    for (1 .. 5) {
+        post('/api/v1/log/create',
+             encode_json({ channel_id => $ch, label => 'noticed-label-77aa' }));
+    }
+    my @n = substr($t->error_log, $from) =~ /(PostgreSQL says: NOTICE)/g;
+    cmp_ok(scalar @n, '<=', 1, 'five more such rows: at most one more line');
 };
 
 subtest 'the error log: one line per message, no raw control bytes' => sub {

@@ -267,6 +267,12 @@ subtest 'look-ups stuck behind a lock: writes go on' => sub {
     $st{$_->{status}}++ for @$res;
     is_deeply(\%st, { 202 => 5 }, 'five writes: 202, while the look-ups wait');
 
+    # a second later, one more look-up over the bound: its line says how
+    # many were not logged since the first
+    sleep 1.1;
+    my $late = $t->http(@{ write_req('late', 'clg_' . random_hex(32)) });
+    is($late->{status}, 503, 'one more look-up over the bound: 503');
+
     $lock->rollback;
     $lock->disconnect;
 
@@ -283,6 +289,14 @@ subtest 'look-ups stuck behind a lock: writes go on' => sub {
     cmp_ok($looked{503} // 0, '>=', 10,
            'over their own bound (20 waiting): 503');
     is($full, $looked{503}, 'each "The token store is unavailable"');
+
+    my @lines = $t->error_log
+        =~ /corelog: token lookup queue full \(20\), answering 503(.*)/g;
+    is(scalar @lines, 2, 'two log lines for all those 503s') or diag explain \@lines;
+    like($lines[1] // '', qr/^ \(and (\d+) more not logged\),/,
+         'the second says how many were not logged');
+    my ($more) = ($lines[1] // '') =~ /and (\d+) more/;
+    is($more, ($looked{503} // 0) - 1, 'all the others: ' . ($more // '?'));
 };
 
 $t->done;
