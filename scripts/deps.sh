@@ -58,8 +58,11 @@ else
     exit 1
 fi
 
-# `env` so that the variable survives sudo's environment reset.
-apt=("${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get)
+# `env` so that the variable survives sudo's environment reset.  Another
+# apt-get or dpkg at work (a second build, unattended-upgrades) is waited
+# for, not a failure.
+apt=("${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get
+     -o DPkg::Lock::Timeout=600)
 
 "${apt[@]}" update -q
 "${apt[@]}" install -y -q --no-install-recommends "${missing[@]}"

@@ -245,6 +245,15 @@ ngx_http_corelog_body_handler(ngx_http_request_t *r)
         return;
     }
 
+    /*
+     * While the write waits, a client that goes away ends the request
+     * (499), as with proxy_pass: a queued write leaves the queue unsent,
+     * one in flight is committed unanswered.  Set before the post, which
+     * may answer (and free) the request at once.
+     */
+
+    r->read_event_handler = ngx_http_test_reading;
+
     rc = ngx_http_corelog_batch_post(op);
 
     if (rc == NGX_OK) {

@@ -537,6 +537,13 @@ ngx_http_corelog_pg_wrap(ngx_http_corelog_pg_conn_t *pc)
     c->write->handler = ngx_http_corelog_pg_write_handler;
     c->number = ngx_atomic_fetch_add(ngx_connection_counter, 1);
 
+    /*
+     * The connect timer does not hold a graceful shutdown or reload: with
+     * nothing in flight, an unanswered connect is no reason to stay.
+     */
+
+    c->read->cancelable = 1;
+
     pc->log.connection = c->number;
     pc->log.action = "connecting to PostgreSQL";
     pc->c = c;
@@ -652,6 +659,10 @@ ngx_http_corelog_pg_connected(ngx_http_corelog_pg_conn_t *pc)
         ngx_http_corelog_pg_lost(pc, NGX_HTTP_SERVICE_UNAVAILABLE);
         return;
     }
+
+    /* a statement's timer holds a shutdown: its writes await the answer */
+
+    pc->c->read->cancelable = 0;
 
     pc->state = NGX_HTTP_CORELOG_PG_IDLE;
     pc->delay = 0;

@@ -299,9 +299,14 @@ ngx_http_corelog_token_handler(ngx_http_request_t *r)
     op->handler = ngx_http_corelog_token_looked_up;
     op->data = tc;
 
-    /* as an upstream would: the request waits for our event */
+    /*
+     * As an upstream would: the request waits for our event, and a client
+     * that goes away meanwhile ends it (the subrequest gets the client
+     * connection's read events).
+     */
 
     r->main->count++;
+    r->read_event_handler = ngx_http_test_reading;
 
     rc = ngx_http_corelog_batch_post(op);
 

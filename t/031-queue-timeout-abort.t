@@ -3,7 +3,9 @@
 # The write path under stress: a statement past corelog_query_timeout
 # (504, connection reset), a full queue (503 + Retry-After), a queue wait
 # past the timeout, and clients that close their connection mid-insert or
-# mid-auth (the write finishes on its own; nothing crashes or leaks).
+# mid-auth: the request ends (499, as with proxy_pass), a write in flight
+# finishes on its own, a queued one leaves the queue unsent; nothing
+# crashes or leaks.
 
 use strict;
 use warnings;
@@ -61,6 +63,12 @@ sub waiting {
 sub wait_for_waiting {
     for (1 .. 50) { return 1 if waiting(); sleep 0.05 }
     return 0;
+}
+
+# requests that ended because their client went away
+sub closed {
+    my @n = ($t->access_log // '') =~ m{ 499 }g;
+    return scalar @n;
 }
 
 sub stored {
@@ -123,7 +131,7 @@ subtest 'queue full: 503 with Retry-After' => sub {
     is(stored($_), 1, 'stored') for @rq;
 };
 
-subtest 'a queued write past the timeout: 503, never written' => sub {
+subtest 'a queued write behind a statement that times out: 503, never written' => sub {
     my $lock = lock_table('corelog.core_log_claims');
 
     my @a = req();
@@ -153,6 +161,7 @@ subtest 'client closes while its insert is in flight' => sub {
     my $lock = lock_table('corelog.core_log_claims');
     my @r = req();
     my $rq = { @r[2 .. $#r] }->{request_id};
+    my $before = closed();
     my $sock = $t->http_start(@r);
     ok(wait_for_waiting(), 'the insert waits');
     close $sock;
@@ -162,7 +171,46 @@ subtest 'client closes while its insert is in flight' => sub {
     sleep 0.3;
 
     is(stored($rq), 1, 'the insert finished on its own');
+    is(closed(), $before + 1, 'the request ended when its client left (499)');
     is($t->http(req())->{status}, 201, 'nginx still serves');
+};
+
+subtest 'clients close while their writes are queued: the queue forgets them' => sub {
+    my $lock = lock_table('corelog.core_log_claims');
+    my $before = closed();
+
+    my @a = req();
+    my $first = $t->http_start(@a);
+    ok(wait_for_waiting(), 'the first one holds the only connection');
+
+    # two queued (corelog_queue_max 2), then gone
+    my @rq;
+    my @socks;
+    for (1 .. 2) {
+        my @r = req();
+        push @rq, { @r[2 .. $#r] }->{request_id};
+        push @socks, $t->http_start(@r);
+    }
+    sleep 0.3;
+    close $_ for @socks;
+    my $ended;
+    for (1 .. 50) { last if ($ended = closed() - $before) == 2; sleep 0.05 }
+    is($ended, 2, 'both requests ended (499)');
+
+    # their places in the queue are free again
+    my @c = req();
+    my @d = req();
+    my @later = map { $t->http_start(@$_) } \@c, \@d;
+    sleep 0.3;
+
+    $lock->rollback;
+    $lock->disconnect;
+
+    is($t->http_finish($first)->{status}, 201, 'the first one: 201');
+    is_deeply([ map { $t->http_finish($_)->{status} } @later ], [201, 201],
+              'two more fit in the queue: 201');
+    is(stored($_), 0, 'a write whose client left before it went: not stored')
+        for @rq;
 };
 
 subtest 'client closes while the auth lookup is in flight' => sub {
@@ -170,6 +218,7 @@ subtest 'client closes while the auth lookup is in flight' => sub {
     my $lock = lock_table('corelog.tokens');
     my @r = req();
     $r[3]{Authorization} = "Bearer $fresh";
+    my $before = closed();
     my $sock = $t->http_start(@r);
     ok(wait_for_waiting(), 'the token lookup waits');
     close $sock;
@@ -178,6 +227,7 @@ subtest 'client closes while the auth lookup is in flight' => sub {
     $lock->disconnect;
     sleep 0.3;
 
+    is(closed(), $before + 1, 'the request ended when its client left (499)');
     is($t->http(req())->{status}, 201, 'nginx still serves');
 };
 

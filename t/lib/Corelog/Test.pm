@@ -730,6 +730,7 @@ sub stop {
 }
 
 sub error_log { _slurp("$_[0]{dir}/error.log") // '' }
+sub access_log { _slurp("$_[0]{dir}/access.log") // "" }
 
 sub allow_emerg { $_[0]{allow}{emerg} = 1; $_[0] }
 sub allow_crit  { $_[0]{allow}{crit}  = 1; $_[0] }
