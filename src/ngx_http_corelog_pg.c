@@ -694,6 +694,21 @@ ngx_http_corelog_pg_read_handler(ngx_event_t *rev)
     c = rev->data;
     pc = c->data;
 
+    if (c->close) {
+
+        /*
+         * worker_shutdown_timeout: nginx closes every connection.  The
+         * statement in flight has an unknown outcome (504), queued writes
+         * never went (503).
+         */
+
+        ngx_log_error(NGX_LOG_INFO, &pc->log, 0,
+                      "corelog: closing the PostgreSQL connection "
+                      "at shutdown");
+        ngx_http_corelog_pg_lost(pc, NGX_HTTP_GATEWAY_TIME_OUT);
+        return;
+    }
+
     if (rev->timedout) {
         rev->timedout = 0;
 
@@ -1155,7 +1170,7 @@ ngx_http_corelog_pg_lost(ngx_http_corelog_pg_conn_t *pc, ngx_int_t rc)
     ngx_http_corelog_batch_done(pc, rc, NULL);
 
     if (ngx_http_corelog_pg_available() != NGX_OK) {
-        if (!ngx_http_corelog_pg_down_logged) {
+        if (!ngx_http_corelog_pg_down_logged && !ngx_exiting) {
             ngx_http_corelog_pg_down_logged = 1;
             ngx_log_error(NGX_LOG_ERR, &pc->log, 0,
                           "corelog: PostgreSQL is unavailable, "
