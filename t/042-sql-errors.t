@@ -1,0 +1,334 @@
+#!/usr/bin/perl
+
+# Real PostgreSQL errors with SQLSTATEs, raised by triggers that this test
+# puts on the log tables for rows that carry a magic value: each SQLSTATE
+# class gets its documented answer (503 + Retry-After for serialization
+# failures and deadlocks, 504 for a cancelled statement, 500 for the rest),
+# nothing is stored, and the error log names the SQLSTATE.  An error that
+# comes after the rows (a deferred constraint trigger, at COMMIT) is still
+# an error, and one failing row fails every request of its statement.
+
+use strict;
+use warnings;
+
+use Test::More;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use JSON::PP;
+use Time::HiRes qw(sleep);
+use Corelog::Test;
+
+my $t = Corelog::Test->new;
+
+$t->write_conf(<<'EOF');
+    corelog_connections 1;
+    corelog_batch_max 50;
+    corelog_query_timeout 10s;
+
+    server {
+        listen 127.0.0.1:%%PORT%%;
+
+        location ~ ^/core-log/(?<ts>[^/]*)$ {
+            corelog_auth_request /_auth;
+            corelog_api core_log $ts;
+        }
+
+        location = /api/v1/log/create {
+            corelog_auth_request /_auth;
+            corelog_api channel_log;
+        }
+
+        location = /v1/logtanks {
+            corelog_auth_request /_auth_x;
+            corelog_api logtank;
+        }
+
+        location = /_auth {
+            internal;
+            corelog_token_check bearer;
+        }
+
+        location = /_auth_x {
+            internal;
+            corelog_token_check x-auth-token;
+        }
+
+        location = /status {
+            stub_status;
+        }
+    }
+EOF
+$t->run;
+
+# test_raise(column, prefix): a row whose column is "prefix:SQLSTATE:..."
+# raises that SQLSTATE
+
+$t->dbh->do(<<'EOF');
+CREATE FUNCTION public.test_raise() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    v text := to_jsonb(NEW) ->> TG_ARGV[0];
+BEGIN
+    IF v LIKE TG_ARGV[1] || ':%' THEN
+        RAISE EXCEPTION 'test trigger refuses the row'
+              USING ERRCODE = split_part(v, ':', 2);
+    END IF;
+    RETURN NEW;
+END
+$$;
+EOF
+
+for my $tr (['core_logs', 'traffic_user_id'], ['channel_logs', 'reference'],
+            ['logtanks', 'resource_id'])
+{
+    my ($table, $col) = @$tr;
+    $t->dbh->do(<<"EOF");
+CREATE TRIGGER test_raise BEFORE INSERT ON corelog.$table
+    FOR EACH ROW EXECUTE FUNCTION public.test_raise('$col', 'raise')
+EOF
+    # fires at the COMMIT of the statement's transaction, after the rows
+    # were sent
+    $t->dbh->do(<<"EOF");
+CREATE CONSTRAINT TRIGGER test_raise_late AFTER INSERT ON corelog.$table
+    DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW EXECUTE FUNCTION public.test_raise('$col', 'late')
+EOF
+}
+
+my $acc = $t->make_account('acme');
+my $tok = $t->make_token($acc, domain => 'dom-1', project => 'proj-a');
+my $s = $t->seed_corelog($acc);
+my $ts = $s->{traffic_source_id};
+my $ch = $t->make_channel($acc);
+my $g = $t->make_log_group($acc, 'proj-a');
+my $st = $t->make_log_stream($g);
+
+my $n = 0;
+
+# each: (request, a sub that says whether its row is stored (0 or 1),
+# the success status); a magic value makes the row raise
+
+my %route = (
+    core_log => sub {
+        my ($magic) = @_;
+        my ($rq, $rs) = $t->make_request_response($ts);
+        my @req = (POST => "/core-log/$ts",
+            headers => { Authorization => "Bearer $tok",
+                         'Content-Type' => 'application/json' },
+            body => encode_json({ status => 200, method => 'GET',
+                                  elapsedTime => 1,
+                                  corePathnameId => $s->{core_pathname_id},
+                                  requestId => $rq, responseId => $rs,
+                                  trafficUserId => $magic }));
+        my $stored = sub {
+            return scalar $t->dbh->selectrow_array(
+                'SELECT greatest((SELECT count(*) FROM corelog.core_logs
+                                   WHERE request_id = $1),
+                                 (SELECT count(*) FROM corelog.core_log_claims
+                                   WHERE request_id = $1))', undef, $rq);
+        };
+        return (\@req, $stored, 201);
+    },
+
+    channel_log => sub {
+        my ($magic) = @_;
+        $magic //= 'ok:' . ++$n;
+        my @req = (POST => '/api/v1/log/create',
+            headers => { Authorization => "Bearer $tok",
+                         'Content-Type' => 'application/json' },
+            body => encode_json({ channel_id => $ch, label => 'a log',
+                                  reference => $magic }));
+        my $stored = sub {
+            return scalar $t->dbh->selectrow_array(
+                'SELECT count(*) FROM corelog.channel_logs
+                  WHERE reference = $1', undef, $magic);
+        };
+        return (\@req, $stored, 202);
+    },
+
+    logtank => sub {
+        my ($magic) = @_;
+        $magic //= 'ok:' . ++$n;
+        my @req = (POST => '/v1/logtanks',
+            headers => { 'X-Auth-Token' => $tok,
+                         'Content-Type' => 'application/json' },
+            body => encode_json({ logtank => {
+                resource_type => 'LISTENER', resource_id => $magic,
+                log_group_id => $g, log_stream_id => $st } }));
+        my $stored = sub {
+            return scalar $t->dbh->selectrow_array(
+                'SELECT count(*) FROM corelog.logtanks
+                  WHERE resource_id = $1', undef, $magic);
+        };
+        return (\@req, $stored, 201);
+    },
+);
+
+# the error as the route shapes it: [name or error_code, message]
+sub error_of {
+    my ($route, $r) = @_;
+    my $j = $r->{json} // {};
+    return $route eq 'logtank' ? [$j->{error_code}, $j->{error_msg}]
+                               : [$j->{name}, $j->{message}];
+}
+
+my %answer = (
+    503 => ['ServiceUnavailable', 'The database is unavailable, retry later'],
+    504 => ['GatewayTimeout', 'The database did not answer in time'],
+    500 => ['InternalServerError', 'Internal server error'],
+);
+
+sub expect_error {
+    my ($route, $status) = @_;
+    return [sprintf('CLG.0%03d', $status), $answer{$status}[1]]
+        if $route eq 'logtank';
+    return $answer{$status};
+}
+
+# warm the token caches: the auth subrequests then need no query
+for my $route (sort keys %route) {
+    my ($req, $stored, $ok) = $route{$route}->();
+    is($t->http(@$req)->{status}, $ok, "warm-up $route: $ok");
+}
+
+# [SQLSTATE, what it is, status, Retry-After]
+
+my @cases = (
+    ['40001', 'serialization_failure', 503, '1'],
+    ['40P01', 'deadlock_detected', 503, '1'],
+    ['57014', 'query_canceled', 504, undef],
+    ['P0001', 'raise_exception', 500, undef],
+    ['23514', 'check_violation', 500, undef],
+);
+
+# one case: the magic value's request answers $status, nothing is stored,
+# the error log names the SQLSTATE, and the connection writes again
+sub check_case {
+    my ($route, $magic, $state, $status, $retry) = @_;
+
+    # the "statement failed" line is logged at most once a second
+    sleep 1.1;
+    my $off = length $t->error_log;
+
+    my ($req, $stored) = $route{$route}->($magic);
+    my $r = $t->http(@$req);
+
+    is($r->{status}, $status, "status $status");
+    is_deeply(error_of($route, $r), expect_error($route, $status),
+              'JSON error') or diag $r->{body};
+    is($r->{headers}{'retry-after'}, $retry,
+       defined $retry ? "Retry-After: $retry" : 'no Retry-After');
+    is($stored->(), 0, 'nothing stored');
+    like(substr($t->error_log, $off),
+         qr/corelog: statement failed with SQLSTATE \Q$state\E: test trigger refuses the row/,
+         'the error log names the SQLSTATE');
+
+    my ($next, $next_stored, $ok) = $route{$route}->();
+    is($t->http(@$next)->{status}, $ok, "the next write: $ok");
+}
+
+for my $route (qw(core_log channel_log logtank)) {
+    for my $case (@cases) {
+        my ($state, $what, $status, $retry) = @$case;
+
+        subtest "$route: $state $what in a row trigger: $status" => sub {
+            check_case($route, "raise:$state:" . ++$n, $state, $status,
+                       $retry);
+        };
+    }
+}
+
+# After the rows: PostgreSQL sends the statement's rows (PGRES_TUPLES_OK),
+# then the deferred trigger fails the COMMIT (PGRES_FATAL_ERROR).  The rows
+# were rolled back: the answer is the error's, never a 201.
+
+for my $route (qw(core_log channel_log logtank)) {
+    for my $case (['P0001', 500, undef], ['40001', 503, '1']) {
+        my ($state, $status, $retry) = @$case;
+
+        subtest "$route: $state at COMMIT, after the rows: $status" => sub {
+            check_case($route, "late:$state:" . ++$n, $state, $status,
+                       $retry);
+        };
+    }
+}
+
+# Group commit: one failing row fails the statement it shares with other
+# requests; each of them gets the error, and none of them is stored.
+
+sub lock_table {
+    my ($table) = @_;
+    my $dbh = DBI->connect($t->_dsn('corelog'), 'postgres', '',
+                           { AutoCommit => 0, RaiseError => 1 });
+    $dbh->do("LOCK TABLE $table IN ACCESS EXCLUSIVE MODE");
+    return $dbh;
+}
+
+sub waiting {
+    my ($n) = $t->dbh->selectrow_array(q{
+        SELECT count(*) FROM pg_stat_activity
+         WHERE application_name = 'nginx-corelog'
+           AND wait_event_type = 'Lock'});
+    return $n;
+}
+
+# requests that nginx has read: with a warm token cache, a request whose
+# header and body came in one read is queued by then
+sub writing {
+    my $r = $t->http(GET => '/status');
+    return $r->{body} =~ /Writing: (\d+)/ ? $1 - 1 : -1;
+}
+
+sub wait_for {
+    my ($cond) = @_;
+    for (1 .. 100) { return 1 if $cond->(); sleep 0.05 }
+    return 0;
+}
+
+for my $route (qw(core_log channel_log)) {
+    my %table = (core_log => 'corelog.core_log_claims',
+                 channel_log => 'corelog.channel_logs');
+
+    subtest "$route: a failing row fails its whole statement" => sub {
+        my $lock = lock_table($table{$route});
+
+        # the first one holds the only connection, waiting for the lock
+        my ($first, $first_stored, $ok) = $route{$route}->();
+        my $sock = $t->http_start(@$first);
+        ok(wait_for(\&waiting), 'the first statement waits for the lock');
+
+        # these three queue, and go out together in the next statement
+        my @batch = ($route{$route}->(),
+                     $route{$route}->("raise:P0001:" . ++$n),
+                     $route{$route}->());
+        my @socks = map { $t->http_start(@{ $batch[3 * $_] }) } 0 .. 2;
+        ok(wait_for(sub { writing() == 4 }), 'all four are in nginx');
+
+        sleep 1.1;
+        my $off = length $t->error_log;
+
+        $lock->rollback;
+        $lock->disconnect;
+
+        is($t->http_finish($sock)->{status}, $ok, "the first one: $ok");
+        is($first_stored->(), 1, 'the first one is stored');
+
+        my @r = map { $t->http_finish($_) } @socks;
+        is_deeply([map { $_->{status} } @r], [500, 500, 500],
+                  'each request of the failed statement: 500');
+        is_deeply(error_of($route, $_), expect_error($route, 500),
+                  'JSON error') for @r;
+        is_deeply([map { $batch[3 * $_ + 1]->() } 0 .. 2], [0, 0, 0],
+                  'none of them is stored');
+
+        my $log = substr $t->error_log, $off;
+        my @lines = $log =~ /corelog: statement failed with SQLSTATE P0001/g;
+        is(scalar @lines, 1, 'one statement failed');
+
+        my ($next, $next_stored) = $route{$route}->();
+        is($t->http(@$next)->{status}, $ok, "the next write: $ok");
+    };
+}
+
+$t->done;
+done_testing;
