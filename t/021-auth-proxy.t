@@ -10,6 +10,7 @@ use warnings;
 use Test::More;
 use FindBin;
 use lib "$FindBin::Bin/lib";
+use Encode ();
 use IO::Socket::INET;
 use JSON::PP;
 use Corelog::Test;
@@ -124,6 +125,38 @@ my $conf = <<'EOF';
             if ($http_authorization = "Bearer crash") {
                 return 500;
             }
+
+            # an identity with a status that is not 2xx: no verdict to
+            # allow the caller
+            if ($http_authorization = "Bearer redirect-with-account") {
+                add_header X-Corelog-Account %%ACCOUNT%% always;
+                add_header X-Corelog-Domain dom-1 always;
+                add_header X-Corelog-Project proj.1 always;
+                return 302 /elsewhere;
+            }
+            if ($http_authorization = "Bearer teapot-with-account") {
+                add_header X-Corelog-Account %%ACCOUNT%% always;
+                add_header X-Corelog-Domain dom-1 always;
+                add_header X-Corelog-Project proj.1 always;
+                return 418;
+            }
+            if ($http_authorization = "Bearer crash-with-account") {
+                add_header X-Corelog-Account %%ACCOUNT%% always;
+                add_header X-Corelog-Domain dom-1 always;
+                add_header X-Corelog-Project proj.1 always;
+                return 500;
+            }
+
+            # 8-bit bytes, not UTF-8, in the message
+            if ($http_authorization = "Bearer bytes-401") {
+                add_header X-Corelog-Error "%%BYTES%%" always;
+                add_header WWW-Authenticate 'Bearer realm="idp"' always;
+                return 401;
+            }
+            if ($http_authorization = "Bearer bytes-403") {
+                add_header X-Corelog-Error "%%BYTES%%" always;
+                return 403;
+            }
             add_header WWW-Authenticate 'Bearer realm="idp"' always;
             return 401;
         }
@@ -133,8 +166,17 @@ EOF
 $conf =~ s/%%ACCOUNT%%/$acc/g;
 $conf =~ s/%%ACCOUNT_UC%%/uc $acc/ge;
 $conf =~ s/%%SILENT%%/$silent_port/g;
+
+# the config file is bytes: these reach the identity service's header as
+# they are
+my $bytes = "\xff\xfe caf\xe9";
+$conf =~ s/%%BYTES%%/$bytes/g;
+
 $t->write_conf($conf);
 $t->run;
+
+ok(index($t->nginx_conf, "X-Corelog-Error \"\xff\xfe caf\xe9\"") >= 0,
+   'the identity service sends the raw bytes');
 
 sub body {
     my ($rq, $rs) = $t->make_request_response($ts);
@@ -193,9 +235,17 @@ my @verdicts = (
         'InternalServerError', qr/./, {}],
     ['2xx with an invalid project: 500', 'bad-project', 500,
         'InternalServerError', qr/./, {}],
-    ['a redirect: 500', 'teapot', 500, 'InternalServerError', qr/./, {}],
-    ['a 500 from the service: 500', 'crash', 500, 'InternalServerError',
+    ['a redirect without an identity: 500', 'teapot', 500, 'InternalServerError', qr/./, {}],
+    ['a 500 without an identity: 500', 'crash', 500, 'InternalServerError',
         qr/./, {}],
+
+    # a valid identity does not make an unexpected status a verdict
+    ['a redirect with a valid identity: 500', 'redirect-with-account', 500,
+        'InternalServerError', qr/^Internal server error$/, {}],
+    ['a 418 with a valid identity: 500', 'teapot-with-account', 500,
+        'InternalServerError', qr/^Internal server error$/, {}],
+    ['a 500 with a valid identity: 500', 'crash-with-account', 500,
+        'InternalServerError', qr/^Internal server error$/, {}],
 );
 
 for my $case (@verdicts) {
@@ -217,6 +267,37 @@ like($t->error_log, qr/corelog: auth request "\/_auth" allowed the caller but ga
      'a missing account header is logged');
 like($t->error_log, qr/corelog: auth request "\/_auth" answered unexpected status 302/,
      'an unexpected status is logged');
+
+# X-Corelog-Error is the message only when it is printable ASCII: 8-bit
+# bytes (here not even UTF-8) give the status's own message, and the answer
+# is valid UTF-8 JSON
+
+for my $case (['bytes-401', 401, 'Unauthorized', 'Authentication required',
+               { 'www-authenticate' => 'Bearer realm="idp"' }],
+              ['bytes-403', 403, 'Forbidden', 'Forbidden', {}])
+{
+    my ($token, $status, $ename, $msg, $headers) = @$case;
+
+    subtest "$status with 8-bit bytes in X-Corelog-Error" => sub {
+        my $before = count();
+        my $r = post($token);
+        is($r->{status}, $status, "status $status");
+
+        my $copy = $r->{body};
+        ok(eval { Encode::decode('UTF-8', $copy, Encode::FB_CROAK); 1 },
+           'the answer is valid UTF-8') or diag explain $r->{body};
+        my $j = eval { JSON::PP->new->utf8->decode($r->{body}) };
+        ok($j, 'the answer is JSON') or diag $@;
+        is($j->{name}, $ename, "name $ename");
+        is($j->{message}, $msg, "the status's own message");
+        unlike($r->{body}, qr/[\x80-\xff]|caf/,
+               "none of the service's bytes");
+        for my $h (sort keys %$headers) {
+            is($r->{headers}{$h}, $headers->{$h}, "$h passed on");
+        }
+        is(count(), $before, 'nothing stored');
+    };
+}
 
 subtest 'a service that never answers: 500 within its timeout' => sub {
     my $start = time;
