@@ -235,7 +235,8 @@ my @verdicts = (
         'InternalServerError', qr/./, {}],
     ['2xx with an invalid project: 500', 'bad-project', 500,
         'InternalServerError', qr/./, {}],
-    ['a redirect without an identity: 500', 'teapot', 500, 'InternalServerError', qr/./, {}],
+    ['a redirect without an identity: 500', 'teapot', 500,
+        'InternalServerError', qr/./, {}],
     ['a 500 without an identity: 500', 'crash', 500, 'InternalServerError',
         qr/./, {}],
 

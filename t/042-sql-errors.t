@@ -63,20 +63,23 @@ $t->run;
 # test_raise(column, prefix): a row whose column is "prefix:SQLSTATE:..."
 # raises that SQLSTATE
 
-$t->dbh->do(<<'EOF');
+my $REFUSED = 'test trigger refuses the row';
+
+(my $sql = <<'EOF') =~ s/%%REFUSED%%/$REFUSED/;
 CREATE FUNCTION public.test_raise() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
     v text := to_jsonb(NEW) ->> TG_ARGV[0];
 BEGIN
     IF v LIKE TG_ARGV[1] || ':%' THEN
-        RAISE EXCEPTION 'test trigger refuses the row'
+        RAISE EXCEPTION '%%REFUSED%%'
               USING ERRCODE = split_part(v, ':', 2);
     END IF;
     RETURN NEW;
 END
 $$;
 EOF
+$t->dbh->do($sql);
 
 for my $tr (['core_logs', 'traffic_user_id'], ['channel_logs', 'reference'],
             ['logtanks', 'resource_id'])
@@ -220,7 +223,7 @@ sub check_case {
        defined $retry ? "Retry-After: $retry" : 'no Retry-After');
     is($stored->(), 0, 'nothing stored');
     like(substr($t->error_log, $off),
-         qr/corelog: statement failed with SQLSTATE \Q$state\E: test trigger refuses the row/,
+         qr/corelog: statement failed with SQLSTATE \Q$state: $REFUSED\E/,
          'the error log names the SQLSTATE');
 
     my ($next, $next_stored, $ok) = $route{$route}->();
