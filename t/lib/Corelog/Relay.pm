@@ -5,6 +5,7 @@ package Corelog::Relay;
 # odd, missing or late.  Pure Perl (core modules only).
 #
 #   my $relay = Corelog::Relay->new($t);      # listens on 127.0.0.1:<port>
+#                                             # (mode => 'stall': start so)
 #   my $conninfo = $relay->conninfo;          # for corelog_postgres
 #   $relay->mode('intrans');                  # returns once it applies
 #   $relay->accepted;                         # connections accepted so far
@@ -31,7 +32,7 @@ package Corelog::Relay;
 #
 # The test sets the mode through a control file in the test directory
 # ("<seq> <mode>", replaced atomically); the relay reads it on every turn
-# of its loop (at least every 20 ms) and acknowledges in a state file
+# of its loop (20 ms apart at most) and acknowledges in a state file
 # ("<seq> <accepted>"), which mode() waits for.  So a mode set by the test
 # applies to every byte the relay forwards afterwards, and to a message
 # whose bytes are already buffered in the relay too.
@@ -73,7 +74,7 @@ sub new {
 
     if ($pid == 0) {
         # no END blocks, no signal handlers of the test in the child
-        $SIG{$_} = 'DEFAULT' for qw(INT TERM PIPE);
+        $SIG{$_} = 'DEFAULT' for qw(INT TERM);
         $SIG{PIPE} = 'IGNORE';
         eval { $self->_loop($listen); 1 }
             or print STDERR "# relay: $@";
@@ -167,7 +168,7 @@ sub _loop {
     };
 
     while (1) {
-        exit 0 if getppid != $ppid;    # the test has gone
+        POSIX::_exit(0) if getppid != $ppid;    # the test has gone
 
         # the mode: refuse drops every connection at once
         my ($s, $m) = split ' ', _slurp($self->{ctl}) // '';
