@@ -1109,6 +1109,10 @@ ngx_http_corelog_pg_prepared(ngx_http_corelog_pg_conn_t *pc, PGresult *res,
     }
 
     if (PQtransactionStatus(pc->conn) != PQTRANS_IDLE) {
+        ngx_log_error(NGX_LOG_ERR, &pc->log, 0,
+                      "corelog: connection in transaction state %d after "
+                      "preparing \"%s\", closing it",
+                      PQtransactionStatus(pc->conn), stmt->name);
         ngx_http_corelog_pg_lost(pc, NGX_HTTP_SERVICE_UNAVAILABLE);
         return;
     }

@@ -134,6 +134,9 @@ subtest 'the server reports a transaction left open' => sub {
     is($r->{status}, 503, 'a Parse left in a transaction: 503');
     is($r->{json}{name}, 'ServiceUnavailable', 'JSON error');
     is(stored($rq), 0, 'nothing written');
+    like(wait_log($from, qr/after preparing/, 5),
+         qr/\[error\].*corelog: connection in transaction state 2 after preparing "[^"]+", closing it/,
+         'logged');
 
     $relay->mode('pass');
 
