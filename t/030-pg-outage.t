@@ -2,7 +2,11 @@
 
 # PostgreSQL down at start, restarted under the module, and a connection
 # killed mid-statement: nginx keeps serving (503 + Retry-After while no
-# connection is up) and recovers without a restart.
+# connection is up) and recovers without a restart.  Through all of it,
+# every request reaches the database at most once (a trigger logs each row
+# proposed to core_log_claims, so a statement sent again shows even where
+# the claims table turns its rows into 409s), and the rows stored are
+# exactly those of the requests answered 201.
 
 use strict;
 use warnings;
@@ -24,13 +28,30 @@ my $s = $t->seed_corelog($acc);
 my $ts = $s->{traffic_source_id};
 my @pairs = map { [$t->make_request_response($ts)] } 1 .. 30;
 
+# each row proposed for a claim, in PostgreSQL's log: outside of the
+# statement's transaction, so also when the statement fails or is retried
+# (a LOG message goes to the server log only, not to nginx)
+$t->dbh->do(<<'EOF');
+CREATE FUNCTION public.log_claim() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE LOG 'corelog test: claim proposed for %', NEW.request_id;
+    RETURN NEW;
+END
+$$
+EOF
+$t->dbh->do('CREATE TRIGGER log_claim BEFORE INSERT ON corelog.core_log_claims
+             FOR EACH ROW EXECUTE FUNCTION public.log_claim()');
+
+my %answered;    # request id => status
+
 $t->pg_stop;
 $t->write_shipped_conf;
 $t->run;
 
 sub post {
     my $pair = shift @pairs or die "out of fixtures";
-    return $t->http(POST => "/core-log/$ts",
+    my $r = $t->http(POST => "/core-log/$ts",
         headers => { Authorization => "Bearer $tok",
                      'Content-Type' => 'application/json' },
         body => encode_json({ status => 200, method => 'GET',
@@ -38,6 +59,8 @@ sub post {
                               corePathnameId => $s->{core_pathname_id},
                               requestId => $pair->[0],
                               responseId => $pair->[1] }));
+    $answered{$pair->[0]} = $r->{status};
+    return $r;
 }
 
 # poll until a 201, at most $secs; returns the statuses seen
@@ -96,7 +119,7 @@ subtest 'a connection killed mid-statement fails only its request' => sub {
                               corePathnameId => $s->{core_pathname_id},
                               requestId => $pairs[0][0],
                               responseId => $pairs[0][1] }));
-    shift @pairs;
+    my $killed_rq = (shift @pairs)->[0];
 
     # wait until the insert is waiting for the lock, then kill its backend
     my $killed = 0;
@@ -115,6 +138,7 @@ subtest 'a connection killed mid-statement fails only its request' => sub {
               FROM pg_stat_activity});
 
     my $r = $t->http_finish($sock);
+    $answered{$killed_rq} = $r->{status};
     is($r->{status}, 503, 'its request: 503');
     like($r->{headers}{'retry-after'} // '', qr/^\d+$/, 'Retry-After');
     $lock->rollback;
@@ -124,9 +148,34 @@ subtest 'a connection killed mid-statement fails only its request' => sub {
     is($seen[-1], 201, 'the next requests succeed') or diag "@seen";
 };
 
-my ($n) = $t->dbh->selectrow_array('SELECT count(*) FROM corelog.core_logs');
-my $ok = 30 - @pairs;
-cmp_ok($n, '<=', $ok, 'no more rows than requests sent');
+is(scalar keys %answered, 30 - @pairs, 'every request sent was answered');
+
+# the rows stored are those of the requests answered 201, once each: no
+# 201 without its row, no row for a 503 (each of these failed before its
+# statement could commit: PostgreSQL down, or the statement killed while
+# waiting for the lock), and no request stored twice
+
+my $stored = $t->dbh->selectall_arrayref(q{
+    SELECT request_id::text, count(*) FROM corelog.core_logs
+     GROUP BY request_id});
+my %stored = map { @$_ } @$stored;
+my @ok = sort grep { $answered{$_} == 201 } keys %answered;
+is_deeply(\%stored, { map { $_ => 1 } @ok },
+          'no more rows than requests sent: one row per 201, none else')
+    or diag explain { answered => \%answered, stored => \%stored };
+
+# and no request was proposed to the database twice (a statement sent
+# again, or one request twice in a statement); the 201s once each
+
+my %proposed;
+$proposed{$_}++
+    for $t->pg_log =~ /corelog test: claim proposed for ([-0-9a-f]{36})/g;
+my @twice = grep { $proposed{$_} > 1 } sort keys %proposed;
+is("@twice", '', 'no request reached the database twice');
+is(scalar(grep { ($proposed{$_} // 0) == 1 } @ok), scalar @ok,
+   'each 201 reached the database once');
+ok(!grep({ !exists $answered{$_} } keys %proposed),
+   'the database saw only requests that were sent');
 
 $t->done;
 done_testing;
