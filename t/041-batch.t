@@ -127,7 +127,7 @@ sub lock_table {
 }
 
 sub wait_for_waiting {
-    for (1 .. 200) {
+    for (1 .. 200 * $t->timeout_factor) {
         my ($n) = $dbh->selectrow_array(q{
             SELECT count(*) FROM pg_stat_activity
              WHERE application_name = 'nginx-corelog'
@@ -142,13 +142,13 @@ sub wait_for_waiting {
 sub wait_for_writing {
     my ($n) = @_;
     my $w = 0;
-    for (1 .. 400) {
+    for (1 .. 400 * $t->timeout_factor) {
         my $r = $t->http(GET => '/status');
         ($w) = ($r->{body} // '') =~ /Writing: (\d+)/;
         return 1 if ($w // 0) >= $n;
         sleep 0.05;
     }
-    diag "stub_status: Writing $w, want $n";
+    diag "stub_status: Writing " . ($w // "unknown") . ", want $n";
     return 0;
 }
 
@@ -166,7 +166,8 @@ sub behind_a_held_statement {
 
     push @socks, map { $t->http_start(@{ $_->{req} }) } @$reqs;
     ok(wait_for_writing(@$reqs + 2), 'the other requests are in nginx');
-    sleep 0.5;    # from the auth phase into the write queue
+    # from the auth phase into the write queue (nginx cannot be asked)
+    sleep 0.5 * $t->timeout_factor;
 
     $lock->rollback;
     $lock->disconnect;
