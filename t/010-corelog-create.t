@@ -63,6 +63,7 @@ $body->{somethingElse} = { nested => [1, 2] };
 my $r = post($ts, $body);
 is($r->{status}, 201, '201 Created');
 like($r->{headers}{'content-type'}, qr{^application/json}, 'JSON answer');
+is($r->{headers}{'cache-control'}, 'no-store', 'Cache-Control: no-store');
 
 my $j = $r->{json};
 is_deeply([sort keys %$j],

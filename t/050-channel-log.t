@@ -167,6 +167,7 @@ my @invalid = (
     ['label and body empty', { label => '', body => '' }, 'label'],
     ['type unknown', { type => 'warning' }, 'type'],
     ['type upper case', { type => 'ERROR' }, 'type'],
+    ['type empty', { type => '' }, 'type'],
     ['type a number', { type => 1 }, 'type'],
     ['alert a string', { alert => 'true' }, 'alert'],
     ['alert a number', { alert => 1 }, 'alert'],

@@ -291,6 +291,8 @@ is(post(tank(resource_type => 'LOADBALANCER'))->{status}, 201,
    'the other accepted type: 201');
 my $bucket = post(tank(resource_type => 'BUCKET'));
 is_error($bucket, 400, qr/resource_type/);
+is_error(post(tank(resource_type => 'LISTEN')), 400, qr/resource_type/);
+is_error(post(tank(resource_type => 'LISTENERS')), 400, qr/resource_type/);
 
 # the request id is the access log's $request_id
 
