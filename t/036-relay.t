@@ -31,8 +31,24 @@ my $conninfo = $relay->conninfo;
 $t->write_conf(<<"EOF" . Corelog::Test::core_log_server(), no_postgres => 1);
     corelog_postgres "$conninfo";
     corelog_connections 1;
-    corelog_query_timeout 1500ms;
+    corelog_query_timeout 3s;
     corelog_token_cache 1024 10m;
+    client_body_buffer_size 128k;
+
+    # channel logs, for statements of a megabyte
+    server {
+        listen 127.0.0.1:%%PORT2%%;
+
+        location = /api/v1/log/create {
+            corelog_auth_request /_auth;
+            corelog_api channel_log;
+        }
+
+        location = /_auth {
+            internal;
+            corelog_token_check bearer;
+        }
+    }
 
 EOF
 $t->run;
@@ -195,6 +211,134 @@ subtest 'reconnect backoff stays capped at 1 s' => sub {
        '"available again" once');
 };
 
+# "waited N ms for a PostgreSQL connection": a 503 that came from the
+# queue-wait timer rather than at once
+my $waited = qr/waited \d+ ms for a PostgreSQL connection/;
+
+subtest 'the last connection lost: queued writes get 503 at once' => sub {
+    my ($secs, @seen) = until_201(10);
+    ok(defined $secs, 'pool up') or diag "statuses: @seen";
+    my $from = length $t->error_log;
+
+    my $lock = DBI->connect($t->_dsn('corelog'), 'postgres', '',
+                            { AutoCommit => 0, RaiseError => 1 });
+    $lock->do('LOCK TABLE corelog.core_log_claims IN ACCESS EXCLUSIVE MODE');
+
+    my $sent = $t->http_start(req());
+    my $lockwait;
+    for (1 .. 100) {
+        ($lockwait) = $t->dbh->selectrow_array(q{
+            SELECT count(*) FROM pg_stat_activity
+             WHERE application_name = 'nginx-corelog'
+               AND wait_event_type = 'Lock'});
+        last if $lockwait;
+        sleep 0.05;
+    }
+    ok($lockwait, 'a write in flight waits for the lock');
+
+    my ($rq, $rs) = $t->make_request_response($ts);
+    my $queued = $t->http_start(req($rq, $rs));
+    sleep 0.2;
+
+    my $start = time;
+    $relay->mode('refuse');
+    my $r = $t->http_finish($queued);
+    my $took = time - $start;
+    is($r->{status}, 503, 'the queued write: 503');
+    is($r->{json}{name}, 'ServiceUnavailable', 'JSON error');
+    cmp_ok($took, '<', 2, 'at once, not after its wait in the queue');
+    isnt($t->http_finish($sent)->{status}, 201,
+         'the write in flight is not answered as written');
+
+    $r = $t->http(req());
+    is($r->{status}, 503, 'a new write during the outage: 503');
+
+    unlike(substr($t->error_log, $from), $waited,
+           'no 503 came from the queue-wait timer');
+
+    $lock->rollback;
+    $lock->disconnect;
+    sleep 0.3;
+    is(stored($rq), 0, 'the queued write was never written');
+
+    $relay->mode('pass');
+};
+
+subtest 'a server that stops answering: writes get 503 at once' => sub {
+    my ($secs, @seen) = until_201(10);
+    ok(defined $secs, 'pool up') or diag "statuses: @seen";
+    my $from = length $t->error_log;
+
+    # the connection is lost, and the next attempt hangs in its startup
+    $relay->mode('refuse');
+    wait_log($from, qr/PostgreSQL is unavailable/, 5);
+    my $accepted = $relay->accepted;
+    $relay->mode('stall');
+    for (1 .. 100) { last if $relay->accepted > $accepted; sleep 0.05 }
+    cmp_ok($relay->accepted, '>', $accepted, 'a new attempt hangs');
+
+    my $start = time;
+    my $r = $t->http(req());
+    my $took = time - $start;
+    is($r->{status}, 503, 'status 503');
+    cmp_ok($took, '<', 2, 'at once: a retry in progress is not "up"');
+    unlike(substr($t->error_log, $from), $waited,
+           'not from the queue-wait timer');
+
+    $relay->mode('pass');
+    ($secs, @seen) = until_201(10);
+    ok(defined $secs, 'the held attempt completes: 201')
+        or diag "statuses: @seen";
+};
+
+subtest 'a statement larger than the socket buffers is sent in parts' => sub {
+    my ($secs, @seen) = until_201(10);
+    ok(defined $secs, 'pool up') or diag "statuses: @seen";
+
+    my $ch = $t->make_channel($acc);
+    my $big = 'b' x 60000;
+
+    # the channel statement is prepared on the connection first
+    is($t->http(POST => '/api/v1/log/create', port => $t->port2,
+        headers => { Authorization => "Bearer $tok",
+                     'Content-Type' => 'application/json' },
+        body => encode_json({ channel_id => $ch, label => 'warm' }))
+       ->{status}, 202, 'a channel log: 202');
+
+    # a write whose answer the relay holds: the 16 big ones queue
+    # meanwhile, and go in one statement of about 1 MB once it is answered
+    $relay->mode('stall');
+    my $first = $t->http_start(POST => '/api/v1/log/create',
+        port => $t->port2,
+        headers => { Authorization => "Bearer $tok",
+                     'Content-Type' => 'application/json' },
+        body => encode_json({ channel_id => $ch, label => 'small' }));
+    sleep 0.1;
+
+    my @socks = map {
+        $t->http_start(POST => '/api/v1/log/create', port => $t->port2,
+            headers => { Authorization => "Bearer $tok",
+                         'Content-Type' => 'application/json' },
+            body => encode_json({ channel_id => $ch, label => "big-$_",
+                                  body => $big }))
+    } 1 .. 16;
+    sleep 0.3;
+
+    # the first answer goes on, and the relay reads nothing more: the big
+    # statement stops in the socket buffers, and goes on when it reads again
+    $relay->mode('deaf');
+    is($t->http_finish($first)->{status}, 202, 'the first write: 202');
+    sleep 0.5;
+    $relay->mode('pass');
+
+    my @st = map { $t->http_finish($_)->{status} } @socks;
+    is_deeply(\@st, [(202) x 16], 'every write: 202');
+    my ($n) = $t->dbh->selectrow_array(q{
+        SELECT count(*) FROM corelog.channel_logs
+         WHERE label LIKE 'big-%' AND length(body) = 60000});
+    is($n, 16, 'every row stored whole');
+};
+
 subtest 'an answer stalled in the network: 504, then recovery' => sub {
     my ($secs, @seen) = until_201(10);
     ok(defined $secs, 'pool up') or diag "statuses: @seen";
@@ -209,9 +353,9 @@ subtest 'an answer stalled in the network: 504, then recovery' => sub {
     is($r->{status}, 504, 'status 504');
     is($r->{json}{name}, 'GatewayTimeout', 'JSON error');
     cmp_ok($took, '>=', 1, 'not before the timeout');
-    cmp_ok($took, '<', 5, 'answered at the timeout, not later');
+    cmp_ok($took, '<', 7, 'answered at the timeout, not later');
     like(substr($t->error_log, $from),
-         qr/corelog: statement timed out after 1500 ms, resetting the connection/,
+         qr/corelog: statement timed out after 3000 ms, resetting the connection/,
          'logged');
 
     $relay->mode('pass');

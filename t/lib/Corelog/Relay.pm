@@ -25,6 +25,10 @@ package Corelog::Relay;
 #            as it is accepted (a server that is down but answers fast)
 #   stall    hold the server's bytes (read, not forwarded) until the mode
 #            changes again; then they go on in order
+#   deaf     stop reading the clients' bytes: they fill the socket buffers
+#            (64 KB to receive, segments of 1400 bytes), so a large statement
+#            cannot be sent at once and nginx must wait for its socket to
+#            be writable again; then they go on in order
 #
 # The message parsing assumes the server speaks first with a typed
 # message: the conninfo must have sslmode=disable and gssencmode=disable
@@ -46,9 +50,10 @@ use Errno qw(EINTR);
 use IO::Select;
 use IO::Socket::INET;
 use POSIX ();
+use Socket ();
 use Time::HiRes qw(sleep time);
 
-my %MODES = map { $_ => 1 } qw(pass intrans refuse stall);
+my %MODES = map { $_ => 1 } qw(pass intrans refuse stall deaf);
 
 sub new {
     my ($class, $t, %opt) = @_;
@@ -57,6 +62,13 @@ sub new {
                                        LocalPort => 0, Proto => 'tcp',
                                        Listen => 128, ReuseAddr => 1)
         or die "relay: listen: $@\n";
+
+    # accepted sockets inherit both: "deaf" fills the buffers soon (with
+    # loopback's 64 KB segments nginx's send buffer would take megabytes)
+    setsockopt($listen, Socket::SOL_SOCKET(), Socket::SO_RCVBUF(), 65536)
+        or die "relay: SO_RCVBUF: $!\n";
+    setsockopt($listen, Socket::IPPROTO_TCP(), Socket::TCP_MAXSEG(), 1400)
+        or die "relay: TCP_MAXSEG: $!\n";
 
     my $self = bless {
         port      => $listen->sockport,
@@ -177,6 +189,14 @@ sub _loop {
             if ($mode eq 'refuse') {
                 $drop->($_) for values %pairs;
             }
+            # deaf: the clients' sockets are not read (nor selected)
+            for my $p (values %pairs) {
+                if ($mode eq 'deaf') {
+                    $sel->remove($p->{client});
+                } elsif (!$sel->exists($p->{client})) {
+                    $sel->add($p->{client});
+                }
+            }
         }
 
         # server bytes held (stall) or buffered go on in the new mode
@@ -210,7 +230,8 @@ sub _loop {
                 my $p = { client => $client, server => $server, buf => '' };
                 $pairs{$p} = $p;
                 $by_fd{fileno $client} = $by_fd{fileno $server} = $p;
-                $sel->add($client, $server);
+                $sel->add($server);
+                $sel->add($client) unless $mode eq 'deaf';
                 next;
             }
 
