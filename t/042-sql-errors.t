@@ -241,6 +241,21 @@ for my $route (qw(core_log channel_log logtank)) {
     }
 }
 
+# The other transient classes, on one route: connection exceptions (08),
+# operator intervention (57P), insufficient resources (53), and a
+# read-only transaction (25006, a standby or a read-only pooler)
+
+for my $case (['57P01', 'admin_shutdown'], ['08006', 'connection_failure'],
+              ['53100', 'disk_full'], ['53300', 'too_many_connections'],
+              ['25006', 'read_only_sql_transaction'])
+{
+    my ($state, $what) = @$case;
+
+    subtest "core_log: $state $what in a row trigger: 503" => sub {
+        check_case('core_log', "raise:$state:" . ++$n, $state, 503, '1');
+    };
+}
+
 # After the rows: PostgreSQL sends the statement's rows (PGRES_TUPLES_OK),
 # then the deferred trigger fails the COMMIT (PGRES_FATAL_ERROR).  The rows
 # were rolled back: the answer is the error's, never a 201.
