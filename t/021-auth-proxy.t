@@ -59,6 +59,8 @@ my $conf = <<'EOF';
             internal;
             proxy_pass http://127.0.0.1:%%PORT2%%/identity;
             proxy_read_timeout 5s;
+            # the header itself must be gone, not only the proxied length
+            proxy_set_header X-Seen-Length $http_content_length;
         }
 
         location = /_auth_silent {
@@ -82,6 +84,9 @@ my $conf = <<'EOF';
                 return 418;
             }
             if ($http_transfer_encoding) {
+                return 418;
+            }
+            if ($http_x_seen_length) {
                 return 418;
             }
             if ($http_authorization = "Bearer good") {
@@ -113,6 +118,15 @@ my $conf = <<'EOF';
             if ($http_authorization = "Bearer bad-account") {
                 add_header X-Corelog-Account not-a-uuid;
                 return 204;
+            }
+            if ($http_authorization = "Bearer bad-domain") {
+                add_header X-Corelog-Account %%ACCOUNT%%;
+                add_header X-Corelog-Domain "dom/1";
+                return 204;
+            }
+            if ($http_authorization = "Bearer long-error") {
+                add_header X-Corelog-Error %%LONG%% always;
+                return 403;
             }
             if ($http_authorization = "Bearer bad-project") {
                 add_header X-Corelog-Account %%ACCOUNT%%;
@@ -164,6 +178,7 @@ my $conf = <<'EOF';
 EOF
 
 $conf =~ s/%%ACCOUNT%%/$acc/g;
+$conf =~ s/%%LONG%%/'x' x 201/ge;
 $conf =~ s/%%ACCOUNT_UC%%/uc $acc/ge;
 $conf =~ s/%%SILENT%%/$silent_port/g;
 
@@ -235,6 +250,10 @@ my @verdicts = (
         'InternalServerError', qr/./, {}],
     ['2xx with an invalid project: 500', 'bad-project', 500,
         'InternalServerError', qr/./, {}],
+    ['2xx with an invalid domain: 500', 'bad-domain', 500,
+        'InternalServerError', qr/./, {}],
+    ['403 with a message over 200 bytes: the status\'s own', 'long-error',
+        403, 'Forbidden', qr/^Forbidden$/, {}],
     ['a redirect without an identity: 500', 'teapot', 500,
         'InternalServerError', qr/./, {}],
     ['a 500 without an identity: 500', 'crash', 500, 'InternalServerError',
