@@ -213,6 +213,44 @@ subtest 'clients close while their writes are queued: the queue forgets them' =>
         for @rq;
 };
 
+subtest 'a token look-up past the timeout: 503, the token store unavailable' => sub {
+    my $fresh = $t->make_token($acc);
+    my $lock = lock_table('corelog.tokens');
+    my @r = req();
+    $r[3]{Authorization} = "Bearer $fresh";
+    my $r = $t->http(@r);
+    $lock->rollback;
+    $lock->disconnect;
+    is($r->{status}, 503, 'status 503');
+    like($r->{json}{message} // '', qr/token store is unavailable/,
+         'the token store is unavailable');
+    is($r->{headers}{'retry-after'}, '1', 'Retry-After: 1');
+};
+
+subtest 'a token of the wrong shape needs no look-up: 401 at once' => sub {
+    my $ok;
+    for (1 .. 50) {
+        $ok = $t->http(req())->{status} == 201 and last;
+        sleep 0.1;
+    }
+    ok($ok, 'pool up');
+
+    # with the token table locked, a look-up could not answer 401
+    my $lock = lock_table('corelog.tokens');
+    for my $bad ('clg_' . ('g' x 64), 'clg_' . ('A' x 64),
+                 'clg_' . ('a' x 63), 'clg_' . ('a' x 65),
+                 'clx_' . ('a' x 64))
+    {
+        my @r = req();
+        $r[3]{Authorization} = "Bearer $bad";
+        my $r = $t->http(@r);
+        is($r->{status}, 401, substr($bad, 0, 8) . '... (' . length($bad)
+                              . ' characters): 401');
+    }
+    $lock->rollback;
+    $lock->disconnect;
+};
+
 subtest 'client closes while the auth lookup is in flight' => sub {
     my $fresh = $t->make_token($acc);
     my $lock = lock_table('corelog.tokens');

@@ -211,6 +211,23 @@ subtest 'reconnect backoff stays capped at 1 s' => sub {
        '"available again" once');
 };
 
+subtest 'a connection made resets the backoff: a blip after an outage' => sub {
+    # the outage above left the delay at its 1 s cap; the connection made
+    # since must have reset it to 100 ms
+    my ($secs, @seen) = until_201(10);
+    ok(defined $secs, 'pool up') or diag "statuses: @seen";
+    my $from = length $t->error_log;
+
+    $relay->mode('refuse');
+    wait_log($from, qr/PostgreSQL is unavailable/, 5);
+    $relay->mode('pass');
+    my $start = time;
+    wait_log($from, qr/PostgreSQL is available again/, 5);
+    my $took = time - $start;
+    cmp_ok($took, '<', 0.8, 'reconnected after 100 or 200 ms, not 1 s');
+    diag sprintf 'reconnected %.2f s after the server came back', $took;
+};
+
 # "waited N ms for a PostgreSQL connection": a 503 that came from the
 # queue-wait timer rather than at once
 my $waited = qr/waited \d+ ms for a PostgreSQL connection/;
