@@ -1,11 +1,14 @@
 #!/bin/bash
 # Build objs/ngx_http_corelog_module.so against an nginx source tree
 # (default: Debian's nginx-dev tree, which matches /usr/sbin/nginx).
+# CORELOG_MODULE_DIR and CORELOG_OBJS build another copy of the module
+# into another directory (scripts/mutate.sh: its mutants' tree).
 set -eu
 
 top=$(cd "$(dirname "$0")/.." && pwd)
 src=${NGINX_SRC:-/usr/share/nginx/src}
-objs=$top/objs
+objs=${CORELOG_OBJS:-$top/objs}
+top=${CORELOG_MODULE_DIR:-$top}
 stamp=$objs/.configured
 
 cd "$src"
