@@ -236,7 +236,11 @@ run_tests() {
     [ "$rc" -eq 0 ] && return 0
 
     if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
-        echo "$1 (timeout after $limit s)"
+        if [ "$#" -eq 1 ]; then
+            echo "$1 (timeout after $limit s)"
+        else
+            echo "the rest of t/ (timeout after $limit s)"
+        fi
         return 1
     fi
 
