@@ -9,6 +9,8 @@
 #   make deps          install missing Debian packages (apt-get, via sudo)
 #   make fuzz          build the libFuzzer targets (clang, ASan + UBSan) in
 #                      .build/fuzz/ and run each FUZZ_SECONDS (fuzz/README.md)
+#   make mutate        the mutation run: each mutant of mutate/mutants alone,
+#                      built in .build/mutate/, against its tests, then t/
 #   make clean         remove objs/ and t/tmp/
 #   make distclean     clean, and also remove .run/ (the `make run` database)
 #                      and .build/ (nginx source trees, asan and fuzz builds)
@@ -31,7 +33,8 @@ PROVE_JOBS  ?= 2
 PROVE_FLAGS ?=
 
 .DEFAULT_GOAL := build
-.PHONY: build deps test valgrind asan run bench soak clean distclean lint fuzz
+.PHONY: build deps test valgrind asan run bench soak clean distclean lint fuzz \
+        mutate
 
 deps:
 	scripts/deps.sh
@@ -90,8 +93,18 @@ fuzz:
 	FUZZ_TARGETS="$(FUZZ_TARGETS)" FUZZ_SECONDS="$(FUZZ_SECONDS)" \
 	    scripts/fuzz.sh
 
+# Mutation testing (README "Mutation testing"): each mutant of
+# mutate/mutants (a small slip in the source) applied alone, built, and run
+# against its test files, then the rest of t/; prints KILLED/SURVIVED per
+# mutant and the score, and fails below MUTATE_MIN per cent (default 95) or
+# when a mutant no longer applies.  MUTANTS="id ..." runs a subset.  About
+# an hour for all of them; not part of `make test`.
+mutate: deps
+	scripts/mutate.sh
+
 lint:
 	bash -n scripts/*.sh .ci/run
+	scripts/mutate.sh --check
 	if command -v shellcheck >/dev/null; then shellcheck scripts/*.sh .ci/run; fi
 	perl -I t/lib -c t/lib/Corelog/Test.pm
 	for f in $$(find t -name '*.t' -not -path 't/tmp/*'); do \
