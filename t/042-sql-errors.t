@@ -348,5 +348,33 @@ for my $route (qw(core_log channel_log)) {
     };
 }
 
+# The "statement failed" line is logged at most once a second; the next
+# line says how many were not logged meanwhile, and that count starts
+# again with each line logged
+
+subtest 'repeated statement failures: one line a second, counted' => sub {
+    sleep 1.1;
+    my $off = length $t->error_log;
+
+    my $fail = sub {
+        my ($req) = $route{core_log}->('raise:P0001:' . ++$n);
+        is($t->http(@$req)->{status}, 500, 'a failing write: 500');
+    };
+
+    $fail->() for 1 .. 3;    # logged, then two not logged
+    sleep 1.1;
+    $fail->();               # logged: "(and 2 more not logged)"
+    sleep 1.1;
+    $fail->();               # logged: nothing was held back since
+
+    my @notes = substr($t->error_log, $off)
+        =~ /corelog: statement failed with SQLSTATE P0001: [^\n]*?(?:( \(and \d+ more not logged\))[^\n]*)?\n/g;
+    is(scalar @notes, 3, 'three lines for five failures')
+        or diag explain \@notes;
+    is($notes[0], undef, 'the first: no count');
+    is($notes[1], ' (and 2 more not logged)', 'the second: the two held back');
+    is($notes[2], undef, 'the third: none held back since the second');
+};
+
 $t->done;
 done_testing;
