@@ -201,14 +201,30 @@ for f in "$tree"/src/*; do
 done
 
 current=
+testpid=
+
 restore() {
     if [ -n "$current" ]; then
         cp "$top/$current" "$tree/$current"
         current=
     fi
 }
+
+# Ctrl-C: timeout runs prove in a process group of its own, so the
+# terminal's SIGINT does not reach the tests: end them, then restore
+stop() {
+    trap - INT TERM
+    if [ -n "$testpid" ]; then
+        kill -TERM "$testpid" 2>/dev/null || true
+        wait "$testpid" 2>/dev/null || true
+    fi
+    restore
+    echo "mutate: interrupted" >&2
+    exit 130
+}
+
 trap restore EXIT
-trap 'restore; echo "mutate: interrupted" >&2; exit 130' INT TERM
+trap stop INT TERM
 
 build() {
     CORELOG_MODULE_DIR=$tree CORELOG_OBJS=$objs "$top/scripts/build.sh"
@@ -224,33 +240,34 @@ fi
 cd "$top"
 all_tests=(t/*.t)
 
-# prove on some files with the mutant; prints the first failed file
+# prove on some files with the mutant (in the background, so that a
+# signal reaches stop() at once); by: the files that failed
 run_tests() {
-    local jobs=$1 log=$2 rc
+    local jobs=$1 log=$2 rc=0
     shift 2
 
-    rc=0
+    by=
     TEST_CORELOG_MODULE=$so timeout -k 10 "$limit" \
-        prove -I t/lib -j"$jobs" "$@" >> "$log" 2>&1 || rc=$?
+        prove -I t/lib -j"$jobs" "$@" >> "$log" 2>&1 &
+    testpid=$!
+    wait "$testpid" || rc=$?
+    testpid=
 
     [ "$rc" -eq 0 ] && return 0
 
-    if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
-        if [ "$#" -eq 1 ]; then
-            echo "$1 (timeout after $limit s)"
-        else
-            echo "the rest of t/ (timeout after $limit s)"
-        fi
-        return 1
-    fi
-
     if [ "$#" -eq 1 ]; then
-        echo "$1"
+        by=$1
     else
         # prove's summary: "t/041-batch.t (Wstat: 256 ...)"
-        sed -n 's/^\(t\/[^ ]*\.t\) *(Wstat.*/\1/p' "$log" | sort -u \
-            | tr '\n' ' ' | sed 's/ $//'
+        by=$(sed -n 's/^\(t\/[^ ]*\.t\) *(Wstat.*/\1/p' "$log" \
+             | sort -u | tr '\n' ' ' | sed 's/ $//')
+        by=${by:-the rest of t/}
     fi
+
+    if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+        by="$by (timeout after $limit s)"
+    fi
+
     return 1
 }
 
@@ -276,11 +293,10 @@ for ((i = 0; i < n; i++)); do
         read -r -a mine <<< "${tests[i]}"
 
         for t in "${mine[@]}"; do
-            if by=$(run_tests 1 "$log" "$t"); then
-                continue
+            if ! run_tests 1 "$log" "$t"; then
+                verdict="KILLED by $by"
+                break
             fi
-            verdict="KILLED by $by"
-            break
         done
 
         if [ -z "$verdict" ]; then
@@ -289,8 +305,8 @@ for ((i = 0; i < n; i++)); do
                 [[ " ${mine[*]} " == *" $t "* ]] || rest+=("$t")
             done
 
-            if ! by=$(run_tests 2 "$log" "${rest[@]}"); then
-                verdict="KILLED by ${by:-the rest of t/} (fallback)"
+            if ! run_tests 2 "$log" "${rest[@]}"; then
+                verdict="KILLED by $by (fallback)"
             fi
         fi
     fi
