@@ -219,12 +219,13 @@ stop() {
         wait "$testpid" 2>/dev/null || true
     fi
     restore
-    echo "mutate: interrupted" >&2
+    echo "mutate: interrupted by SIG$1" >&2
     exit 130
 }
 
 trap restore EXIT
-trap stop INT TERM
+trap 'stop INT' INT
+trap 'stop TERM' TERM
 
 build() {
     CORELOG_MODULE_DIR=$tree CORELOG_OBJS=$objs "$top/scripts/build.sh"
