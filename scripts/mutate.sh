@@ -219,9 +219,12 @@ stop() {
         wait "$testpid" 2>/dev/null || true
     fi
     restore
-    echo "mutate: interrupted by SIG$1" >&2
+    echo "mutate: interrupted by SIG$1" >&3
     exit 130
 }
+
+# fd 3: stderr, even while the trap runs inside a redirected build
+exec 3>&2
 
 trap restore EXIT
 trap 'stop INT' INT
