@@ -44,27 +44,6 @@ sub req {
         request_id => $rq);
 }
 
-sub lock_table {
-    my ($table) = @_;
-    my $dbh = DBI->connect($t->_dsn('corelog'), 'postgres', '',
-                           { AutoCommit => 0, RaiseError => 1 });
-    $dbh->do("LOCK TABLE $table IN ACCESS EXCLUSIVE MODE");
-    return $dbh;
-}
-
-sub waiting {
-    my ($n) = $t->dbh->selectrow_array(q{
-        SELECT count(*) FROM pg_stat_activity
-         WHERE application_name = 'nginx-corelog'
-           AND wait_event_type = 'Lock'});
-    return $n;
-}
-
-sub wait_for_waiting {
-    for (1 .. 50) { return 1 if waiting(); sleep 0.05 }
-    return 0;
-}
-
 # requests that ended because their client went away
 sub closed {
     my @n = ($t->access_log // '') =~ m{ 499 }g;
@@ -83,7 +62,7 @@ sub stored {
 is($t->http(req())->{status}, 201, 'warm-up: 201');
 
 subtest 'a statement past the timeout: 504, connection reset' => sub {
-    my $lock = lock_table('corelog.core_log_claims');
+    my $lock = $t->lock_table('corelog.core_log_claims');
     my $start = time;
     my $r = $t->http(req());
     is($r->{status}, 504, 'status 504');
@@ -104,7 +83,7 @@ subtest 'a statement past the timeout: 504, connection reset' => sub {
 };
 
 subtest 'queue full: 503 with Retry-After' => sub {
-    my $lock = lock_table('corelog.core_log_claims');
+    my $lock = $t->lock_table('corelog.core_log_claims');
 
     # one statement in flight, two queued
     my @socks;
@@ -113,7 +92,7 @@ subtest 'queue full: 503 with Retry-After' => sub {
         my @r = req();
         push @rq, { @r[2 .. $#r] }->{request_id};
         push @socks, $t->http_start(@r);
-        ok(wait_for_waiting(), 'the first one waits for the lock') if $i == 1;
+        ok($t->wait_lock_waiters, 'the first one waits for the lock') if $i == 1;
     }
     sleep 0.2;
 
@@ -132,11 +111,11 @@ subtest 'queue full: 503 with Retry-After' => sub {
 };
 
 subtest 'a queued write behind a statement that times out: 503, never written' => sub {
-    my $lock = lock_table('corelog.core_log_claims');
+    my $lock = $t->lock_table('corelog.core_log_claims');
 
     my @a = req();
     my $first = $t->http_start(@a);
-    ok(wait_for_waiting(), 'the first one holds the only connection');
+    ok($t->wait_lock_waiters, 'the first one holds the only connection');
 
     my @b = req();
     my $rq = { @b[2 .. $#b] }->{request_id};
@@ -158,12 +137,12 @@ subtest 'client closes while its insert is in flight' => sub {
     }
     ok($ok, 'pool up');
 
-    my $lock = lock_table('corelog.core_log_claims');
+    my $lock = $t->lock_table('corelog.core_log_claims');
     my @r = req();
     my $rq = { @r[2 .. $#r] }->{request_id};
     my $before = closed();
     my $sock = $t->http_start(@r);
-    ok(wait_for_waiting(), 'the insert waits');
+    ok($t->wait_lock_waiters, 'the insert waits');
     close $sock;
     sleep 0.2;
     $lock->commit;
@@ -176,12 +155,12 @@ subtest 'client closes while its insert is in flight' => sub {
 };
 
 subtest 'clients close while their writes are queued: the queue forgets them' => sub {
-    my $lock = lock_table('corelog.core_log_claims');
+    my $lock = $t->lock_table('corelog.core_log_claims');
     my $before = closed();
 
     my @a = req();
     my $first = $t->http_start(@a);
-    ok(wait_for_waiting(), 'the first one holds the only connection');
+    ok($t->wait_lock_waiters, 'the first one holds the only connection');
 
     # two queued (corelog_queue_max 2), then gone
     my @rq;
@@ -215,7 +194,7 @@ subtest 'clients close while their writes are queued: the queue forgets them' =>
 
 subtest 'a token look-up past the timeout: 503, the token store unavailable' => sub {
     my $fresh = $t->make_token($acc);
-    my $lock = lock_table('corelog.tokens');
+    my $lock = $t->lock_table('corelog.tokens');
     my @r = req();
     $r[3]{Authorization} = "Bearer $fresh";
     my $r = $t->http(@r);
@@ -236,7 +215,7 @@ subtest 'a token of the wrong shape needs no look-up: 401 at once' => sub {
     ok($ok, 'pool up');
 
     # with the token table locked, a look-up could not answer 401
-    my $lock = lock_table('corelog.tokens');
+    my $lock = $t->lock_table('corelog.tokens');
     for my $bad ('clg_' . ('g' x 64), 'clg_' . ('A' x 64),
                  'clg_' . ('a' x 63), 'clg_' . ('a' x 65),
                  'clx_' . ('a' x 64))
@@ -253,12 +232,12 @@ subtest 'a token of the wrong shape needs no look-up: 401 at once' => sub {
 
 subtest 'client closes while the auth lookup is in flight' => sub {
     my $fresh = $t->make_token($acc);
-    my $lock = lock_table('corelog.tokens');
+    my $lock = $t->lock_table('corelog.tokens');
     my @r = req();
     $r[3]{Authorization} = "Bearer $fresh";
     my $before = closed();
     my $sock = $t->http_start(@r);
-    ok(wait_for_waiting(), 'the token lookup waits');
+    ok($t->wait_lock_waiters, 'the token lookup waits');
     close $sock;
     sleep 0.2;
     $lock->rollback;
@@ -270,7 +249,7 @@ subtest 'client closes while the auth lookup is in flight' => sub {
 };
 
 subtest 'many clients closing mid-insert' => sub {
-    my $lock = lock_table('corelog.core_log_claims');
+    my $lock = $t->lock_table('corelog.core_log_claims');
     my @socks = map { $t->http_start(req()) } 1 .. 2;
     sleep 0.3;
     close $_ for @socks;

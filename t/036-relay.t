@@ -237,20 +237,10 @@ subtest 'the last connection lost: queued writes get 503 at once' => sub {
     ok(defined $secs, 'pool up') or diag "statuses: @seen";
     my $from = length $t->error_log;
 
-    my $lock = DBI->connect($t->_dsn('corelog'), 'postgres', '',
-                            { AutoCommit => 0, RaiseError => 1 });
-    $lock->do('LOCK TABLE corelog.core_log_claims IN ACCESS EXCLUSIVE MODE');
+    my $lock = $t->lock_table('corelog.core_log_claims');
 
     my $sent = $t->http_start(req());
-    my $lockwait;
-    for (1 .. 100) {
-        ($lockwait) = $t->dbh->selectrow_array(q{
-            SELECT count(*) FROM pg_stat_activity
-             WHERE application_name = 'nginx-corelog'
-               AND wait_event_type = 'Lock'});
-        last if $lockwait;
-        sleep 0.05;
-    }
+    my $lockwait = $t->wait_lock_waiters;
     ok($lockwait, 'a write in flight waits for the lock');
 
     my ($rq, $rs) = $t->make_request_response($ts);

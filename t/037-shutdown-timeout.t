@@ -53,21 +53,11 @@ sub stored {
 
 is($t->http(req())->{status}, 201, 'warm-up: 201');
 
-my $lock = DBI->connect($t->_dsn('corelog'), 'postgres', '',
-                        { AutoCommit => 0, RaiseError => 1 });
-$lock->do('LOCK TABLE corelog.core_log_claims IN ACCESS EXCLUSIVE MODE');
+my $lock = $t->lock_table('corelog.core_log_claims');
 
 my @a = req();
 my $sent = $t->http_start(@a);
-my $waiting;
-for (1 .. 100) {
-    ($waiting) = $t->dbh->selectrow_array(q{
-        SELECT count(*) FROM pg_stat_activity
-         WHERE application_name = 'nginx-corelog'
-           AND wait_event_type = 'Lock'});
-    last if $waiting;
-    sleep 0.05;
-}
+my $waiting = $t->wait_lock_waiters;
 ok($waiting, 'a write in flight waits for the lock');
 
 my @b = req();

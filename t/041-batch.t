@@ -118,26 +118,6 @@ sub req {
                      body => encode_json(\%b), timeout => 90] };
 }
 
-sub lock_table {
-    my ($table) = @_;
-    my $lock = DBI->connect($t->_dsn('corelog'), 'postgres', '',
-                            { AutoCommit => 0, RaiseError => 1 });
-    $lock->do("LOCK TABLE $table IN ACCESS EXCLUSIVE MODE");
-    return $lock;
-}
-
-sub wait_for_waiting {
-    for (1 .. 200 * $t->timeout_factor) {
-        my ($n) = $dbh->selectrow_array(q{
-            SELECT count(*) FROM pg_stat_activity
-             WHERE application_name = 'nginx-corelog'
-               AND wait_event_type = 'Lock'});
-        return 1 if $n;
-        sleep 0.05;
-    }
-    return 0;
-}
-
 # requests nginx is working on, by stub_status ("Writing", this one too)
 sub wait_for_writing {
     my ($n) = @_;
@@ -158,11 +138,11 @@ sub wait_for_writing {
 sub behind_a_held_statement {
     my ($reqs) = @_;
 
-    my $lock = lock_table('corelog.core_log_claims');
+    my $lock = $t->lock_table('corelog.core_log_claims');
 
     my $held = req('ok');
     my @socks = ($t->http_start(@{ $held->{req} }));
-    ok(wait_for_waiting(), 'a statement waits for the lock');
+    ok($t->wait_lock_waiters, 'a statement waits for the lock');
 
     push @socks, map { $t->http_start(@{ $_->{req} }) } @$reqs;
     ok(wait_for_writing(@$reqs + 2), 'the other requests are in nginx');

@@ -274,22 +274,6 @@ for my $route (qw(core_log channel_log logtank)) {
 # Group commit: one failing row fails the statement it shares with other
 # requests; each of them gets the error, and none of them is stored.
 
-sub lock_table {
-    my ($table) = @_;
-    my $dbh = DBI->connect($t->_dsn('corelog'), 'postgres', '',
-                           { AutoCommit => 0, RaiseError => 1 });
-    $dbh->do("LOCK TABLE $table IN ACCESS EXCLUSIVE MODE");
-    return $dbh;
-}
-
-sub waiting {
-    my ($n) = $t->dbh->selectrow_array(q{
-        SELECT count(*) FROM pg_stat_activity
-         WHERE application_name = 'nginx-corelog'
-           AND wait_event_type = 'Lock'});
-    return $n;
-}
-
 # requests that nginx has read: with a warm token cache, a request whose
 # header and body came in one read is queued by then
 sub writing {
@@ -308,12 +292,12 @@ for my $route (qw(core_log channel_log)) {
                  channel_log => 'corelog.channel_logs');
 
     subtest "$route: a failing row fails its whole statement" => sub {
-        my $lock = lock_table($table{$route});
+        my $lock = $t->lock_table($table{$route});
 
         # the first one holds the only connection, waiting for the lock
         my ($first, $first_stored, $ok) = $route{$route}->();
         my $sock = $t->http_start(@$first);
-        ok(wait_for(\&waiting), 'the first statement waits for the lock');
+        ok(wait_for(sub { $t->lock_waiters }), 'the first statement waits for the lock');
 
         # these three queue, and go out together in the next statement
         my @batch = ($route{$route}->(),

@@ -397,6 +397,39 @@ sub dbh {
     return $self->{dbh} = $dbh;
 }
 
+# lock_table('corelog.x'): a session of its own holding an ACCESS
+# EXCLUSIVE lock on the table, so that nginx's statements on it wait
+# (release: $lock->rollback; $lock->disconnect).
+sub lock_table {
+    my ($self, $table) = @_;
+    my $lock = DBI->connect($self->_dsn('corelog'), 'postgres', '',
+                            { AutoCommit => 0, RaiseError => 1,
+                              PrintError => 0 });
+    $lock->do("LOCK TABLE $table IN ACCESS EXCLUSIVE MODE");
+    return $lock;
+}
+
+# How many of nginx's sessions wait for a lock now.
+sub lock_waiters {
+    my $self = shift;
+    return scalar $self->dbh->selectrow_array(q{
+        SELECT count(*) FROM pg_stat_activity
+         WHERE application_name = 'nginx-corelog'
+           AND wait_event_type = 'Lock'});
+}
+
+# Waits until one of nginx's sessions waits for a lock (at most 10 s, times
+# TEST_CORELOG_TIMEOUT_FACTOR); returns their number, 0 if none came.
+sub wait_lock_waiters {
+    my $self = shift;
+    my $deadline = time + _t(10);
+    while (1) {
+        my $n = $self->lock_waiters;
+        return $n if $n || time > $deadline;
+        sleep 0.05;
+    }
+}
+
 ###########################################################################
 # fixtures
 
