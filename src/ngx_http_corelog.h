@@ -173,6 +173,15 @@ typedef struct {
 } ngx_http_corelog_stmt_t;
 
 
+/* a statement's parameters, as PQsendQueryPrepared takes them */
+
+typedef struct {
+    const char                 **values;
+    int                         *lengths;
+    int                         *formats;
+} ngx_http_corelog_params_t;
+
+
 /*
  * The handler is called once: with rc NGX_OK, res and the row of this op,
  * or with rc an HTTP status (503, 504, 500) and res NULL.  The op is gone
@@ -351,6 +360,14 @@ void ngx_http_corelog_batch_fail_queued(ngx_int_t rc);
 ngx_int_t ngx_http_corelog_batch_init_process(ngx_cycle_t *cycle,
     ngx_http_corelog_main_conf_t *cmcf);
 void ngx_http_corelog_batch_exit_process(ngx_cycle_t *cycle);
+
+/* ngx_http_corelog_value.c */
+size_t ngx_http_corelog_value_op_size(ngx_http_corelog_op_t *op);
+size_t ngx_http_corelog_value_params_size(ngx_http_corelog_stmt_t *stmt,
+    ngx_http_corelog_op_t **ops, ngx_uint_t nops);
+ngx_int_t ngx_http_corelog_value_params(ngx_http_corelog_stmt_t *stmt,
+    ngx_http_corelog_op_t **ops, ngx_uint_t nops, u_char *p,
+    ngx_http_corelog_params_t *params, ngx_log_t *log);
 
 /* ngx_http_corelog_json.c */
 ngx_int_t ngx_http_corelog_json_parse(ngx_http_request_t *r, ngx_pool_t *pool,
