@@ -23,7 +23,8 @@ COPY src/ src/
 COPY scripts/build.sh scripts/
 RUN scripts/build.sh
 
-# --- runtime: the same Debian nginx, the libraries, psql for the schema ---
+# --- runtime: the same Debian nginx, the libraries, psql for the schema
+# migrations (scripts/migrate.sh) ---
 FROM debian:bookworm
 
 ENV DEBIAN_FRONTEND=noninteractive
@@ -34,6 +35,8 @@ RUN apt-get update \
 
 COPY --from=build /src/objs/ngx_http_corelog_module.so /usr/lib/nginx/modules/
 COPY conf/ /usr/share/corelog/
+COPY sql/ /usr/share/corelog/sql/
+COPY scripts/migrate.sh /usr/share/corelog/scripts/
 COPY scripts/docker-entrypoint.sh /usr/local/bin/corelog-entrypoint
 
 ENV PORT=8080

@@ -67,7 +67,7 @@ conninfo="host=${BENCH_PGHOST:-127.0.0.1} port=$pgport dbname=corelog user=postg
 psql() { command psql -X -q -v ON_ERROR_STOP=1 "$@"; }
 psql -d "host=127.0.0.1 port=$pgport dbname=postgres user=postgres" \
     -c 'CREATE DATABASE corelog'
-psql -d "$conninfo" -f "$top/conf/schema.sql" >/dev/null
+"$top/scripts/migrate.sh" "$conninfo" >/dev/null
 psql -d "$conninfo" -c 'CREATE EXTENSION pg_stat_statements'
 
 echo "bench: seeding $pairs request/response pairs..."

@@ -1,14 +1,16 @@
 #!/bin/sh
 # Container entry point: generate the nginx configuration from the shipped
 # conf/nginx.conf (installed as /usr/share/corelog/nginx.conf) and run nginx
-# in the foreground.
+# in the foreground.  The schema migrations sql/ and scripts/migrate.sh are
+# installed under /usr/share/corelog/ as in the repository.
 #
 #   CORELOG_CONNINFO     libpq conninfo of the database (required), e.g.
 #                        "host=db dbname=corelog user=corelog password=..."
 #   PORT                 HTTP port (default 8080)
 #   CORELOG_LISTEN       listen address (default 0.0.0.0: the shipped file
 #                        listens on 127.0.0.1, useless inside a container)
-#   CORELOG_INIT_SCHEMA  1: apply schema.sql first (it is idempotent)
+#   CORELOG_INIT_SCHEMA  1: first apply the schema migrations that the
+#                        database lacks (scripts/migrate.sh)
 set -eu
 
 : "${CORELOG_CONNINFO:?set CORELOG_CONNINFO to the PostgreSQL conninfo}"
@@ -27,9 +29,7 @@ esac
 sed_quote() { printf '%s' "$1" | sed -e 's/[\\|&]/\\&/g'; }
 
 if [ "${CORELOG_INIT_SCHEMA:-0}" = 1 ]; then
-    PGOPTIONS='-c client_min_messages=warning' \
-        psql -X -q -v ON_ERROR_STOP=1 -d "$CORELOG_CONNINFO" \
-             -f "$share/schema.sql" >/dev/null
+    "$share/scripts/migrate.sh" "$CORELOG_CONNINFO"
 fi
 
 mkdir -p "$prefix"

@@ -2,10 +2,11 @@
 # `make run`: a local demo of the corelog module.
 #
 # Starts a private PostgreSQL cluster whose data persists in .run/pgdata
-# (git-ignored), applies conf/schema.sql, seeds a demo account, then runs
-# nginx in the foreground with the shipped conf/nginx.conf and prints a
-# token and three curl commands: a core log (201), a channel log (202) and
-# a logtank (201).  Ctrl-C stops nginx and PostgreSQL.
+# (git-ignored), applies the schema migrations (scripts/migrate.sh), seeds
+# a demo account, then runs nginx in the foreground with the shipped
+# conf/nginx.conf and prints a token and three curl commands: a core log
+# (201), a channel log (202) and a logtank (201).  Ctrl-C stops nginx and
+# PostgreSQL.
 #
 # Environment: PORT (nginx, default 8080), PGPORT (PostgreSQL, default
 # 54329), NGINX (default /usr/sbin/nginx).
@@ -130,12 +131,12 @@ if ! pg_ctl -l "$pglog" -w -t 60 start >/dev/null; then
 fi
 pg_started=1
 
-# Database, schema (idempotent: applied every run), demo data.
+# Database, schema (the migrations not applied yet), demo data.
 if [ -z "$("$psql" -X -tA -d "$admin_conninfo" \
         -c "SELECT 1 FROM pg_database WHERE datname = 'corelog'")" ]; then
     "$psql" -X -q -d "$admin_conninfo" -c 'CREATE DATABASE corelog'
 fi
-sql -f "$top/conf/schema.sql" >/dev/null
+PSQL=$psql "$top/scripts/migrate.sh" "$conninfo"
 
 # The demo account, traffic source, core pathname, channel, log group and
 # log stream are created once; each run adds a new request and response

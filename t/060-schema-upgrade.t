@@ -1,8 +1,9 @@
 #!/usr/bin/perl
 
-# conf/schema.sql upgrades a database made by the first schema version in
-# place, keeping its rows, and can be applied again and again; the module
-# then serves both APIs from the upgraded database.
+# scripts/migrate.sh upgrades a database made by migration 001 alone in
+# place, keeping its rows, to the schema a fresh database gets, and can be
+# run again and again; the module then serves all three APIs from the
+# upgraded database.
 
 use strict;
 use warnings;
@@ -16,7 +17,7 @@ use Corelog::Test;
 my $t = Corelog::Test->new;
 
 $t->dbh->do('CREATE DATABASE upgrade');
-$t->psql_file('upgrade', "$FindBin::Bin/data/schema-v1.sql");
+$t->migrate('upgrade', 1);
 
 my $db = DBI->connect($t->_dsn('upgrade'), 'postgres', '',
                       { AutoCommit => 1, RaiseError => 1 });
@@ -53,13 +54,16 @@ sub snapshot {
 is_deeply(snapshot(), [1, 1, 1, 1], 'version 1 data');
 
 for my $pass (1, 2) {
-    $t->psql_file('upgrade', "$FindBin::Bin/../conf/schema.sql");
+    $t->migrate('upgrade');
     is_deeply(snapshot(), [1, 1, 1, 1], "pass $pass: every row kept");
     my ($versions) = $db->selectrow_array(
         q{SELECT string_agg(version::text, ',' ORDER BY version)
             FROM corelog.schema_version});
     is($versions, '1,2,3', "pass $pass: versions 1 to 3 recorded");
 }
+
+is($t->schema_dump('upgrade'), $t->schema_dump('corelog'),
+   'the upgraded schema is the schema of a fresh database');
 
 my ($ch) = $db->selectrow_array(q{
     INSERT INTO corelog.channels (account_id, name) VALUES (?, 'c')

@@ -290,21 +290,52 @@ sub _pg_create_db {
 
     $self->dbh->do('CREATE EXTENSION pg_stat_statements');
 
-    my $psql = -x "$self->{pg_bin}/psql" ? "$self->{pg_bin}/psql" : 'psql';
-    my ($rc, $out) = $self->_run([$psql, '-X', '-q', '-v', 'ON_ERROR_STOP=1',
-                                  '-d', $self->pg_conninfo,
-                                  '-f', "$ROOT/conf/schema.sql"]);
-    die "loading conf/schema.sql failed (exit $rc):\n$out" if $rc;
+    $self->migrate('corelog');
 }
 
-# Runs an SQL file with psql in database $db (ON_ERROR_STOP); dies on error.
+sub _psql {
+    my $self = shift;
+    return -x "$self->{pg_bin}/psql" ? "$self->{pg_bin}/psql" : 'psql';
+}
+
+sub _conninfo {
+    my ($self, $db) = @_;
+    (my $conninfo = $self->pg_conninfo) =~ s/dbname=\S+/dbname=$db/;
+    return $conninfo;
+}
+
+# Applies the schema migrations sql/NNN_*.sql missing in database $db, up
+# to number $last (default: all), with scripts/migrate.sh; dies on error,
+# else returns its output (a line per migration applied).
+sub migrate {
+    my ($self, $db, $last) = @_;
+    local $ENV{PSQL} = $self->_psql;
+    my ($rc, $out) = $self->_run(["$ROOT/scripts/migrate.sh",
+                                  $self->_conninfo($db), $last // ()]);
+    die "scripts/migrate.sh failed (exit $rc):\n$out" if $rc;
+    return $out;
+}
+
+# pg_dump --schema-only of the corelog schema in database $db, without the
+# lines that differ between two dumps of the same schema (\restrict's
+# random key).
+sub schema_dump {
+    my ($self, $db) = @_;
+    my ($rc, $out) = $self->_run(["$self->{pg_bin}/pg_dump", '--schema-only',
+                                  '--schema=corelog',
+                                  '-d', $self->_conninfo($db)]);
+    die "pg_dump failed (exit $rc):\n$out" if $rc;
+    $out =~ s/^\\(un)?restrict .*\n//mg;
+    return $out;
+}
+
+# Runs an SQL file with psql in database $db, in one transaction
+# (ON_ERROR_STOP); dies on error.
 sub psql_file {
     my ($self, $db, $file) = @_;
-    my $psql = -x "$self->{pg_bin}/psql" ? "$self->{pg_bin}/psql" : 'psql';
-    my $conninfo = $self->pg_conninfo;
-    $conninfo =~ s/dbname=\S+/dbname=$db/;
-    my ($rc, $out) = $self->_run([$psql, '-X', '-q', '-v', 'ON_ERROR_STOP=1',
-                                  '-d', $conninfo, '-f', $file]);
+    my ($rc, $out) = $self->_run([$self->_psql, '-X', '-q', '-1', '-v',
+                                  'ON_ERROR_STOP=1', '-d',
+                                  $self->_conninfo($db), '-f', $file]);
     die "psql -f $file failed (exit $rc):\n$out" if $rc;
     return $out;
 }

@@ -1,16 +1,11 @@
--- corelog schema.  Idempotent: run it on an empty database to create
--- everything, and again on an existing one to upgrade it in place (rows are
--- kept).  Everything lives in the "corelog" schema namespace.
---
---   psql "$CONNINFO" -v ON_ERROR_STOP=1 -f conf/schema.sql
-
-BEGIN;
-
-SELECT pg_advisory_xact_lock(hashtext('corelog schema'));
+-- Migration 001: the "corelog" schema namespace, where everything lives;
+-- schema_version; accounts and tokens; the core-log tables (POST
+-- /core-log/...).
+-- Applied by scripts/migrate.sh (once, in one transaction: see there).
 
 CREATE SCHEMA IF NOT EXISTS corelog;
 
-CREATE TABLE IF NOT EXISTS corelog.schema_version (
+CREATE TABLE corelog.schema_version (
     version     integer     PRIMARY KEY,
     applied_at  timestamptz NOT NULL DEFAULT now()
 );
@@ -18,7 +13,7 @@ CREATE TABLE IF NOT EXISTS corelog.schema_version (
 -- Accounts own everything; tokens authenticate a caller as an account, with
 -- an optional domain and project (the tenant identity of the logtank API).
 
-CREATE TABLE IF NOT EXISTS corelog.accounts (
+CREATE TABLE corelog.accounts (
     id          uuid        PRIMARY KEY DEFAULT gen_random_uuid(),
     name        text        NOT NULL,
     created_at  timestamptz NOT NULL DEFAULT now()
@@ -26,7 +21,7 @@ CREATE TABLE IF NOT EXISTS corelog.accounts (
 
 -- Only the SHA-256 of a token is stored; the token itself is shown once,
 -- by corelog.create_token().
-CREATE TABLE IF NOT EXISTS corelog.tokens (
+CREATE TABLE corelog.tokens (
     token_hash  bytea       PRIMARY KEY CHECK (length(token_hash) = 32),
     account_id  uuid        NOT NULL REFERENCES corelog.accounts (id)
                             ON DELETE CASCADE,
@@ -38,13 +33,13 @@ CREATE TABLE IF NOT EXISTS corelog.tokens (
     revoked_at  timestamptz
 );
 
-CREATE INDEX IF NOT EXISTS tokens_account_idx
+CREATE INDEX tokens_account_idx
     ON corelog.tokens (account_id);
 
 -- CoreLog: an account's traffic sources, their core pathnames, and the
 -- requests and responses that a core log ties together.
 
-CREATE TABLE IF NOT EXISTS corelog.traffic_sources (
+CREATE TABLE corelog.traffic_sources (
     id          uuid        PRIMARY KEY DEFAULT gen_random_uuid(),
     account_id  uuid        NOT NULL REFERENCES corelog.accounts (id)
                             ON DELETE CASCADE,
@@ -52,10 +47,10 @@ CREATE TABLE IF NOT EXISTS corelog.traffic_sources (
     created_at  timestamptz NOT NULL DEFAULT now()
 );
 
-CREATE INDEX IF NOT EXISTS traffic_sources_account_idx
+CREATE INDEX traffic_sources_account_idx
     ON corelog.traffic_sources (account_id);
 
-CREATE TABLE IF NOT EXISTS corelog.core_pathnames (
+CREATE TABLE corelog.core_pathnames (
     id                 uuid        PRIMARY KEY DEFAULT gen_random_uuid(),
     traffic_source_id  uuid        NOT NULL
                                    REFERENCES corelog.traffic_sources (id)
@@ -64,10 +59,10 @@ CREATE TABLE IF NOT EXISTS corelog.core_pathnames (
     created_at         timestamptz NOT NULL DEFAULT now()
 );
 
-CREATE INDEX IF NOT EXISTS core_pathnames_traffic_source_idx
+CREATE INDEX core_pathnames_traffic_source_idx
     ON corelog.core_pathnames (traffic_source_id);
 
-CREATE TABLE IF NOT EXISTS corelog.requests (
+CREATE TABLE corelog.requests (
     id                 uuid        PRIMARY KEY DEFAULT gen_random_uuid(),
     traffic_source_id  uuid        NOT NULL
                                    REFERENCES corelog.traffic_sources (id)
@@ -79,10 +74,10 @@ CREATE TABLE IF NOT EXISTS corelog.requests (
     created_at         timestamptz NOT NULL DEFAULT now()
 );
 
-CREATE INDEX IF NOT EXISTS requests_traffic_source_idx
+CREATE INDEX requests_traffic_source_idx
     ON corelog.requests (traffic_source_id);
 
-CREATE TABLE IF NOT EXISTS corelog.responses (
+CREATE TABLE corelog.responses (
     id                 uuid        PRIMARY KEY DEFAULT gen_random_uuid(),
     traffic_source_id  uuid        NOT NULL
                                    REFERENCES corelog.traffic_sources (id)
@@ -93,13 +88,13 @@ CREATE TABLE IF NOT EXISTS corelog.responses (
     created_at         timestamptz NOT NULL DEFAULT now()
 );
 
-CREATE INDEX IF NOT EXISTS responses_traffic_source_idx
+CREATE INDEX responses_traffic_source_idx
     ON corelog.responses (traffic_source_id);
 
 -- A request and a response have at most one core log each.  The rule lives
 -- in this small claims table, not in a unique index over core_logs, so that
 -- core_logs can be partitioned by time and old partitions dropped.
-CREATE TABLE IF NOT EXISTS corelog.core_log_claims (
+CREATE TABLE corelog.core_log_claims (
     request_id   uuid  PRIMARY KEY REFERENCES corelog.requests (id)
                        ON DELETE CASCADE,
     response_id  uuid  NOT NULL UNIQUE REFERENCES corelog.responses (id)
@@ -109,7 +104,7 @@ CREATE TABLE IF NOT EXISTS corelog.core_log_claims (
 
 -- Core logs, partitioned by created_at.  Rows land in the default partition
 -- until an operator adds ranges (see README, "Retention").
-CREATE TABLE IF NOT EXISTS corelog.core_logs (
+CREATE TABLE corelog.core_logs (
     id                 uuid             NOT NULL,
     traffic_source_id  uuid             NOT NULL
                                         REFERENCES corelog.traffic_sources (id)
@@ -139,10 +134,10 @@ CREATE TABLE IF NOT EXISTS corelog.core_logs (
     PRIMARY KEY (id, created_at)
 ) PARTITION BY RANGE (created_at);
 
-CREATE TABLE IF NOT EXISTS corelog.core_logs_default
+CREATE TABLE corelog.core_logs_default
     PARTITION OF corelog.core_logs DEFAULT;
 
-CREATE INDEX IF NOT EXISTS core_logs_traffic_source_idx
+CREATE INDEX core_logs_traffic_source_idx
     ON corelog.core_logs (traffic_source_id, created_at);
 
 -- Tokens.  corelog.create_token() returns a new token once and stores only
@@ -180,7 +175,4 @@ LANGUAGE sql VOLATILE AS $$
     RETURNING true;
 $$;
 
-INSERT INTO corelog.schema_version (version) VALUES (1)
-    ON CONFLICT DO NOTHING;
-
-COMMIT;
+INSERT INTO corelog.schema_version (version) VALUES (1);
