@@ -1,11 +1,12 @@
 # ngx_http_corelog_module: build, run and test.
 #
-#   make               build objs/ngx_http_corelog_module.so (= make build)
-#   make test          build, then run the Perl tests in t/ (prove)
-#   make valgrind      build, then run the tests with nginx under valgrind
+#   make               build objs/ngx_http_corelog_module.so (= make build);
+#                      installs nothing: says what is missing (make deps)
+#   make test          deps, build, then run the Perl tests in t/ (prove)
+#   make valgrind      deps, build, then run the tests under valgrind
 #   make asan          build nginx and the module with ASan + UBSan in
 #                      .build/asan/, then run the tests with them
-#   make run           build, then start PostgreSQL + nginx in .run/ (demo)
+#   make run           deps, build, then start PostgreSQL + nginx in .run/
 #   make deps          install missing Debian packages (apt-get, via sudo)
 #   make fuzz          build the libFuzzer targets (clang, ASan + UBSan) in
 #                      .build/fuzz/ and run each FUZZ_SECONDS (fuzz/README.md)
@@ -35,14 +36,16 @@ PROVE_FLAGS ?=
 .DEFAULT_GOAL := build
 .PHONY: build deps test valgrind asan run bench soak clean distclean lint fuzz \
         mutate
+# prerequisites in order, also under make -j: deps before build
+.NOTPARALLEL:
 
 deps:
 	scripts/deps.sh
 
-build: deps
+build:
 	scripts/build.sh
 
-test: build
+test: deps build
 	prove -I t/lib -r -j$(PROVE_JOBS) $(PROVE_FLAGS) $(TESTS)
 
 # nginx (master, workers) under valgrind's memcheck, with t/valgrind.supp:
@@ -56,7 +59,7 @@ test: build
 #     t/070-logtank.t t/032-reload-shutdown.t t/031-queue-timeout-abort.t"
 VALGRIND_TESTS ?= t/
 
-valgrind: build
+valgrind: deps build
 	TEST_CORELOG_VALGRIND=1 prove -I t/lib -r -j1 $(PROVE_FLAGS) \
 	    $(VALGRIND_TESTS)
 
@@ -71,15 +74,15 @@ asan:
 	TESTS="$(TESTS)" PROVE_JOBS="$(PROVE_JOBS)" PROVE_FLAGS="$(PROVE_FLAGS)" \
 	    scripts/asan.sh
 
-run: build
+run: deps build
 	scripts/run.sh
 
 # The throughput benchmark (bench/README.md): a few minutes, not a test.
-bench: build
+bench: deps build
 	bench/run.sh
 
 # Five minutes at full load on one route: worker RSS must stay flat.
-soak: build
+soak: deps build
 	BENCH_ROUTES=channel_log BENCH_DURATION=$${BENCH_DURATION:-300s} \
 	BENCH_NO_PGBENCH=1 BENCH_PAIRS=10 bench/run.sh
 

@@ -1,0 +1,61 @@
+#!/usr/bin/perl
+
+# scripts/build.sh (make build) installs nothing: without an nginx source
+# tree, a compiler or a library's headers it says what is missing and that
+# make deps installs it, exits 1, and leaves the build directory alone.
+# A compiler that cannot find some headers stands in for a machine without
+# the packages.
+
+use strict;
+use warnings;
+
+use Test::More;
+use FindBin;
+use File::Temp qw(tempdir);
+
+my $root = "$FindBin::Bin/..";
+my $dir = tempdir('build-needs-XXXXXX', TMPDIR => 1, CLEANUP => 1);
+my $objs = "$dir/objs";
+
+sub build {
+    my (%env) = @_;
+    local @ENV{keys %env} = values %env;
+    local $ENV{CORELOG_OBJS} = $objs;
+    my $out = `"$root/scripts/build.sh" 2>&1`;
+    return ($? >> 8, $out);
+}
+
+my ($rc, $out) = build(NGINX_SRC => "$dir/none");
+is($rc, 1, 'no nginx source tree at NGINX_SRC: exit 1');
+like($out, qr{NGINX_SRC=\Q$dir\E/none is not an nginx source tree},
+     'and says so');
+
+open my $fh, '>', "$dir/cc" or die "$dir/cc: $!\n";
+print $fh <<'EOF';
+#!/bin/sh
+# cc without the headers of libpq and jansson
+in=$(cat)
+case $in in *libpq-fe.h*|*jansson.h*) exit 1 ;; esac
+printf '%s\n' "$in" | exec cc "$@"
+EOF
+close $fh;
+chmod 0755, "$dir/cc";
+
+($rc, $out) = build(CC => "$dir/cc");
+is($rc, 1, 'headers missing: exit 1');
+like($out, qr/^build: missing .*libpq-fe\.h \(package libpq-dev\)$/m,
+     'names libpq-fe.h and libpq-dev');
+like($out, qr/^build: missing .*jansson\.h \(package libjansson-dev\)$/m,
+     'names jansson.h and libjansson-dev');
+unlike($out, qr/openssl/, 'not what is there');
+like($out, qr/^build: `make deps` installs what is missing/m,
+     'points to make deps');
+
+($rc, $out) = build(CC => "$dir/no-such-cc");
+is($rc, 1, 'no compiler: exit 1');
+like($out, qr/^build: missing the C compiler .* \(package gcc\)$/m,
+     'names gcc');
+
+ok(!-e $objs, 'the build directory untouched');
+
+done_testing;
