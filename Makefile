@@ -96,7 +96,7 @@ fuzz:
 	FUZZ_TARGETS="$(FUZZ_TARGETS)" FUZZ_SECONDS="$(FUZZ_SECONDS)" \
 	    scripts/fuzz.sh
 
-# Mutation testing (README "Mutation testing"): each mutant of
+# Mutation testing (docs/contributing.md, "Mutation testing"): each mutant of
 # mutate/mutants (a small slip in the source) applied alone, built, and run
 # against its test files, then the rest of t/; prints KILLED/SURVIVED per
 # mutant and the score, and fails below MUTATE_MIN per cent (default 95) or

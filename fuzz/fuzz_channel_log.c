@@ -77,7 +77,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
 
-    /* NGX_OK: the row, column by column (README: API reference) */
+    /* NGX_OK: the row, column by column (docs/api.md) */
 
     for (i = 0; i < FUZZ_CH_NCOLS; i++) {
         if (fb.op->values[i].data == NULL

@@ -115,7 +115,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
 
-    /* NGX_OK: the row, column by column (README: API reference) */
+    /* NGX_OK: the row, column by column (docs/api.md) */
 
     if (path == 0) {
         ngx_http_corelog_fuzz_fail(data, size,

@@ -1,5 +1,5 @@
 #!/bin/bash
-# make mutate: the mutation run (README "Mutation testing").
+# make mutate: the mutation run (docs/contributing.md, "Mutation testing").
 #
 # Each mutant of mutate/mutants is applied alone to a copy of the module's
 # source (.build/mutate/tree), which is built once against NGINX_SRC with

@@ -5,7 +5,7 @@
 # bounded (values, depth) before jansson sees it; a write that waits for
 # PostgreSQL holds its row's values, not its body or its parsed tree, so
 # that writes with the largest bodies, queued behind a table lock, keep a
-# worker's memory within the bound the README states.
+# worker's memory within the bound docs/operations.md states (Sizing).
 
 use strict;
 use warnings;
@@ -19,7 +19,8 @@ use Time::HiRes qw(sleep);
 use Corelog::Test;
 use Corelog::Bodies;
 
-# README: a queued write holds at most 16 KB besides its row's values.
+# docs/operations.md (Sizing): a queued write holds at most 16 KB besides
+# its row's values.
 my $PER_WRITE_KB = 16;
 
 my $t = Corelog::Test->new;
@@ -203,8 +204,8 @@ subtest 'queued writes hold their values, not their bodies' => sub {
     # AddressSanitizer keeps freed memory aside (up to 256 MB) to catch its
     # use after free: the bound holds for the allocator nginx runs with
 
-    # the README's bound: per write its values and 16 KB; in flight, a
-    # statement's values twice (the module's buffer and libpq's)
+    # the bound of docs/operations.md: per write its values and 16 KB; in
+    # flight, a statement's values twice (the module's buffer and libpq's)
     my $bound = $N * ($row + $PER_WRITE_KB) + 2 * 10 * $row + 2048;
     SKIP: {
         skip 'the worker runs under AddressSanitizer (freed memory is '
