@@ -92,6 +92,38 @@ for my $name (sort grep { exists $doc{$_} } keys %source) {
 }
 
 ###########################################################################
+# error-log messages: every "corelog: ..." text of an ngx_log_error() or
+# ngx_conf_log_error() call is in the catalogue of docs/operations.md (its
+# constant parts: the text between the format's % conversions)
+
+my $catalogue = slurp('docs/operations.md');
+$catalogue = $1 if $catalogue =~ /^## Error-log messages\n(.*?)(?=^## |\z)/ms;
+my $messages = 0;
+
+for my $file (glob("$ROOT/*.c"), glob("$ROOT/src/*.c")) {
+    my $text = do { local (@ARGV, $/) = $file; <> };
+    $text =~ s{/\*.*?\*/}{}gs;
+    (my $short = $file) =~ s{^\Q$ROOT\E/}{};
+
+    while ($text =~ /\bngx_(?:conf_)?log_error\s*\((.*?)\);/gs) {
+        my $call = $1;
+        next unless $call =~ /("corelog: (?:[^"\\]|\\.)*"(?:\s*"(?:[^"\\]|\\.)*")*)/;
+        my $format = join '', $1 =~ /"((?:[^"\\]|\\.)*)"/g;
+        $format =~ s/\\"/"/g;
+        $format =~ s/^corelog: //;
+        $messages++;
+
+        my @missing = grep { length(s/\s//gr) >= 6 && index($catalogue, $_) < 0 }
+                      split /%\*?[0-9]*(?:ui|uz|xi|[VsMOdizTpc])/, $format;
+        is_deeply(\@missing, [],
+                  "$short: \"corelog: $format\" is in docs/operations.md")
+            or diag 'add it to "Error-log messages" in docs/operations.md';
+    }
+}
+
+cmp_ok($messages, '>=', 40, 'the error-log messages are found');
+
+###########################################################################
 # nginx examples: nginx -t
 
 my $t = Corelog::Test->new(pg => 0);
