@@ -103,7 +103,7 @@ CREATE TABLE corelog.core_log_claims (
 );
 
 -- Core logs, partitioned by created_at.  Rows land in the default partition
--- until an operator adds ranges (see README, "Retention").
+-- until an operator adds ranges (docs/operations.md, "Retention").
 CREATE TABLE corelog.core_logs (
     id                 uuid             NOT NULL,
     traffic_source_id  uuid             NOT NULL
