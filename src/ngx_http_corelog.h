@@ -79,6 +79,9 @@ struct ngx_http_corelog_worker_s {
     ngx_uint_t                   queued[NGX_HTTP_CORELOG_KINDS];
     ngx_uint_t                   lookups;         /* statements in flight */
     ngx_http_corelog_token_state_t  *token;       /* token.c's */
+    ngx_pool_t                  *json_pool;       /* of the parse under way */
+    uint64_t                     uuid_ms;         /* the last UUIDv7's time */
+    u_char                       uuid[16];        /* and its bytes */
 };
 
 
@@ -260,7 +263,6 @@ typedef struct {
     ngx_http_corelog_auth_t      auth;
     ngx_http_corelog_api_t      *api;
     void                        *data;            /* the api's request state */
-    ngx_str_t                    request_id;
     unsigned                     body_ours:1;     /* we read it: we free it */
 } ngx_http_corelog_ctx_t;
 
@@ -312,11 +314,13 @@ ngx_int_t ngx_http_corelog_body_op(ngx_http_request_t *r,
     ngx_http_corelog_ctx_t *ctx, ngx_http_corelog_op_t *op,
     ngx_http_corelog_error_t *err);
 ngx_int_t ngx_http_corelog_error_handler(ngx_http_request_t *r);
-ngx_http_corelog_ctx_t *ngx_http_corelog_get_ctx(ngx_http_request_t *r);
 ngx_http_corelog_api_t *ngx_http_corelog_api_find(ngx_str_t *name);
 void ngx_http_corelog_apis_log_rows(ngx_cycle_t *cycle);
-void ngx_http_corelog_finalize(ngx_http_request_t *r, ngx_int_t rc);
+
+/* ngx_http_corelog_request.c */
+ngx_http_corelog_ctx_t *ngx_http_corelog_request_ctx(ngx_http_request_t *r);
 ngx_int_t ngx_http_corelog_request_id(ngx_http_request_t *r, ngx_str_t *id);
+void ngx_http_corelog_request_finalize(ngx_http_request_t *r, ngx_int_t rc);
 
 /* ngx_http_corelog_auth.c */
 ngx_int_t ngx_http_corelog_auth_init(ngx_conf_t *cf);
@@ -373,8 +377,6 @@ ngx_int_t ngx_http_corelog_value_params(ngx_http_corelog_stmt_t *stmt,
 ngx_int_t ngx_http_corelog_json_parse(ngx_http_request_t *r, ngx_pool_t *pool,
     json_t **root, ngx_http_corelog_error_t *err);
 void ngx_http_corelog_json_release(ngx_http_request_t *r);
-void ngx_http_corelog_json_field_error(ngx_pool_t *pool,
-    ngx_http_corelog_error_t *err, const char *field, const char *fmt, ...);
 ngx_int_t ngx_http_corelog_json_string(ngx_pool_t *pool, json_t *obj,
     const char *field, ngx_uint_t required, size_t max_chars,
     size_t max_bytes, ngx_str_t *out, ngx_http_corelog_error_t *err);
@@ -399,13 +401,17 @@ ngx_int_t ngx_http_corelog_reply_error(ngx_http_request_t *r,
     ngx_http_corelog_ctx_t *ctx, ngx_http_corelog_error_t *err);
 ngx_int_t ngx_http_corelog_reply_error_corelog(ngx_http_request_t *r,
     ngx_http_corelog_ctx_t *ctx, ngx_http_corelog_error_t *err);
+ngx_int_t ngx_http_corelog_reply_header(ngx_http_request_t *r,
+    const char *key, ngx_str_t *value);
+
+/* ngx_http_corelog_error.c */
 void ngx_http_corelog_error_set(ngx_http_corelog_error_t *err,
     ngx_uint_t status, const char *message);
 void ngx_http_corelog_error_field(ngx_http_corelog_error_t *err,
     const char *field, const char *message);
-const char *ngx_http_corelog_status_name(ngx_uint_t status);
-ngx_int_t ngx_http_corelog_reply_header(ngx_http_request_t *r,
-    const char *key, ngx_str_t *value);
+void ngx_http_corelog_error_fieldf(ngx_pool_t *pool,
+    ngx_http_corelog_error_t *err, const char *field, const char *fmt, ...);
+const char *ngx_http_corelog_error_status_name(ngx_uint_t status);
 
 /* ngx_http_corelog_util.c */
 ngx_int_t ngx_http_corelog_uuid_parse(ngx_str_t *in, u_char *out);
@@ -421,6 +427,8 @@ ngx_str_t *ngx_http_corelog_header_find(ngx_list_t *headers,
 ngx_int_t ngx_http_corelog_identifier(ngx_str_t *s, size_t max);
 ngx_uint_t ngx_http_corelog_limit(ngx_uint_t kind, ngx_str_t *note,
     u_char *buf);
+ngx_http_corelog_main_conf_t *ngx_http_corelog_main_conf(void);
+ngx_http_corelog_worker_t *ngx_http_corelog_worker(void);
 
 
 #endif /* _NGX_HTTP_CORELOG_H_INCLUDED_ */

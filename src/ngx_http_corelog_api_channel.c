@@ -345,17 +345,17 @@ ngx_http_corelog_channel_tags(ngx_http_request_t *r, json_t *body,
     }
 
     if (rc == NGX_ERROR) {
-        ngx_http_corelog_json_field_error(r->pool, err, "tags",
-                                          "must each be at most %d "
-                                          "characters",
-                                          NGX_HTTP_CORELOG_CH_TAG_MAX);
+        ngx_http_corelog_error_fieldf(r->pool, err, "tags",
+                                      "must each be at most %d "
+                                      "characters",
+                                      NGX_HTTP_CORELOG_CH_TAG_MAX);
         return NGX_DECLINED;
     }
 
     if (rc == NGX_DECLINED) {
-        ngx_http_corelog_json_field_error(r->pool, err, "tags",
-                                          "must hold at most %d tags",
-                                          NGX_HTTP_CORELOG_CH_TAGS_MAX);
+        ngx_http_corelog_error_fieldf(r->pool, err, "tags",
+                                      "must hold at most %d tags",
+                                      NGX_HTTP_CORELOG_CH_TAGS_MAX);
         return NGX_DECLINED;
     }
 
@@ -545,9 +545,9 @@ ngx_http_corelog_channel_ref(ngx_http_request_t *r,
     if (s.len == 0
         || ngx_http_corelog_utf8_length(&s) > NGX_HTTP_CORELOG_CH_REF_NAME_MAX)
     {
-        ngx_http_corelog_json_field_error(r->pool, err, "custom_references",
-                                          "names must be 1 to %d characters",
-                                          NGX_HTTP_CORELOG_CH_REF_NAME_MAX);
+        ngx_http_corelog_error_fieldf(r->pool, err, "custom_references",
+                                      "names must be 1 to %d characters",
+                                      NGX_HTTP_CORELOG_CH_REF_NAME_MAX);
         return NGX_DECLINED;
     }
 
@@ -563,9 +563,9 @@ ngx_http_corelog_channel_ref(ngx_http_request_t *r,
     }
 
     if (*n == NGX_HTTP_CORELOG_CH_REFS_MAX) {
-        ngx_http_corelog_json_field_error(r->pool, err, "custom_references",
-                                          "must hold at most %d references",
-                                          NGX_HTTP_CORELOG_CH_REFS_MAX);
+        ngx_http_corelog_error_fieldf(r->pool, err, "custom_references",
+                                      "must hold at most %d references",
+                                      NGX_HTTP_CORELOG_CH_REFS_MAX);
         return NGX_DECLINED;
     }
 
@@ -585,11 +585,11 @@ ngx_http_corelog_channel_ref(ngx_http_request_t *r,
         s.len = json_string_length(value);
 
         if (ngx_http_corelog_utf8_length(&s) > NGX_HTTP_CORELOG_CH_TEXT_MAX) {
-            ngx_http_corelog_json_field_error(r->pool, err,
-                                              "custom_references",
-                                              "values must be at most %d "
-                                              "characters",
-                                              NGX_HTTP_CORELOG_CH_TEXT_MAX);
+            ngx_http_corelog_error_fieldf(r->pool, err,
+                                          "custom_references",
+                                          "values must be at most %d "
+                                          "characters",
+                                          NGX_HTTP_CORELOG_CH_TEXT_MAX);
             return NGX_DECLINED;
         }
 

@@ -62,13 +62,11 @@ ngx_http_corelog_auth_handler(ngx_http_request_t *r)
 
     /* an API location answers other methods 405, without an auth round trip */
 
-    if (r->method != NGX_HTTP_POST
-        && r->content_handler == ngx_http_corelog_handler)
-    {
+    if (r->method != NGX_HTTP_POST && llcf->api != NULL) {
         return NGX_DECLINED;
     }
 
-    ctx = ngx_http_corelog_get_ctx(r);
+    ctx = ngx_http_corelog_request_ctx(r);
     if (ctx == NULL) {
         return NGX_ERROR;
     }
@@ -125,13 +123,15 @@ ngx_http_corelog_auth_decide(ngx_http_request_t *r,
     err.nfields = 0;
 
     if (ngx_http_corelog_auth_verdict(r, ctx, &err) == NGX_OK) {
-        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                       "corelog auth: allowed");
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "corelog auth: allowed, account \"%V\"",
+                       &ctx->auth.account);
         return NGX_OK;
     }
 
-    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "corelog auth: denied with %ui", err.status);
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "corelog auth verdict: %ui, auth status %ui",
+                   err.status, ctx->auth.status);
 
     clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
 

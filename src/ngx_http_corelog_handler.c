@@ -57,64 +57,6 @@ ngx_http_corelog_apis_log_rows(ngx_cycle_t *cycle)
 }
 
 
-ngx_http_corelog_ctx_t *
-ngx_http_corelog_get_ctx(ngx_http_request_t *r)
-{
-    ngx_http_corelog_ctx_t  *ctx;
-
-    ctx = ngx_http_get_module_ctx(r, ngx_http_corelog_module);
-
-    if (ctx == NULL) {
-        ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_corelog_ctx_t));
-        if (ctx == NULL) {
-            return NULL;
-        }
-
-        ngx_http_set_ctx(r, ctx, ngx_http_corelog_module);
-    }
-
-    return ctx;
-}
-
-
-/* the request's $request_id: the same id as in the access log */
-
-ngx_int_t
-ngx_http_corelog_request_id(ngx_http_request_t *r, ngx_str_t *id)
-{
-    ngx_http_variable_value_t     *vv;
-    ngx_http_corelog_main_conf_t  *cmcf;
-
-    cmcf = ngx_http_get_module_main_conf(r, ngx_http_corelog_module);
-
-    vv = ngx_http_get_indexed_variable(r->main, cmcf->request_id_index);
-
-    if (vv == NULL || vv->not_found) {
-        ngx_str_null(id);
-        return NGX_ERROR;
-    }
-
-    id->data = vv->data;
-    id->len = vv->len;
-
-    return NGX_OK;
-}
-
-
-/* finalize from an event of ours, then run what that posted */
-
-void
-ngx_http_corelog_finalize(ngx_http_request_t *r, ngx_int_t rc)
-{
-    ngx_connection_t  *c;
-
-    c = r->connection;
-
-    ngx_http_finalize_request(r, rc);
-    ngx_http_run_posted_requests(c);
-}
-
-
 ngx_int_t
 ngx_http_corelog_handler(ngx_http_request_t *r)
 {
@@ -125,7 +67,7 @@ ngx_http_corelog_handler(ngx_http_request_t *r)
 
     llcf = ngx_http_get_module_loc_conf(r, ngx_http_corelog_module);
 
-    ctx = ngx_http_corelog_get_ctx(r);
+    ctx = ngx_http_corelog_request_ctx(r);
     if (ctx == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -133,14 +75,26 @@ ngx_http_corelog_handler(ngx_http_request_t *r)
     ctx->api = llcf->api;
     err.nfields = 0;
 
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "corelog request entered: route \"%V\", method \"%V\"",
+                   &ctx->api->name, &r->method_name);
+
     if (r->method != NGX_HTTP_POST) {
         ngx_http_corelog_error_set(&err, NGX_HTTP_NOT_ALLOWED, NULL);
         return ngx_http_corelog_reply_error(r, ctx, &err);
     }
 
     if (ngx_http_corelog_auth_verdict(r, ctx, &err) != NGX_OK) {
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "corelog auth verdict: %ui, auth status %ui",
+                       err.status, ctx->auth.status);
+
         return ngx_http_corelog_reply_error(r, ctx, &err);
     }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "corelog auth verdict: %ui, account \"%V\"",
+                   (ngx_uint_t) NGX_HTTP_OK, &ctx->auth.account);
 
     if (ngx_http_corelog_json_type(r) != NGX_OK) {
         ngx_http_corelog_error_set(&err, NGX_HTTP_UNSUPPORTED_MEDIA_TYPE,
@@ -358,7 +312,7 @@ ngx_http_corelog_op_handler(ngx_http_corelog_op_t *op, ngx_int_t rc,
         rc = ngx_http_corelog_reply_error(r, ctx, &err);
     }
 
-    ngx_http_corelog_finalize(r, rc);
+    ngx_http_corelog_request_finalize(r, rc);
 }
 
 
@@ -377,7 +331,7 @@ ngx_http_corelog_error_handler(ngx_http_request_t *r)
 
     llcf = ngx_http_get_module_loc_conf(r, ngx_http_corelog_module);
 
-    ctx = ngx_http_corelog_get_ctx(r);
+    ctx = ngx_http_corelog_request_ctx(r);
     if (ctx == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -389,6 +343,10 @@ ngx_http_corelog_error_handler(ngx_http_request_t *r)
     if (status < NGX_HTTP_BAD_REQUEST || status > 599) {
         status = NGX_HTTP_NOT_FOUND;
     }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "corelog request entered: route \"%V\", error page %ui",
+                   &ctx->api->name, status);
 
     err.nfields = 0;
     ngx_http_corelog_error_set(&err, status, NULL);

@@ -10,18 +10,17 @@
 #include "ngx_http_corelog.h"
 
 
+static ngx_int_t ngx_http_corelog_json_load(ngx_pool_t *pool,
+    ngx_str_t *body, json_t **json, json_error_t *jerr);
 static void *ngx_http_corelog_json_alloc(size_t size);
 static void ngx_http_corelog_json_free(void *p);
+static void ngx_http_corelog_json_cleanup(void *data);
 static ngx_int_t ngx_http_corelog_json_body(ngx_http_request_t *r,
     ngx_pool_t *pool, ngx_str_t *body);
 static ngx_int_t ngx_http_corelog_json_scan(ngx_str_t *body,
     ngx_http_corelog_error_t *err);
 static u_char *ngx_http_corelog_out_reserve(ngx_http_corelog_out_t *out,
     size_t size);
-
-
-/* jansson allocates from this pool while it parses a request body */
-static ngx_pool_t  *ngx_http_corelog_json_pool;
 
 
 /*
@@ -43,8 +42,6 @@ ngx_http_corelog_json_parse(ngx_http_request_t *r, ngx_pool_t *pool,
     ngx_int_t            rc;
     ngx_str_t            body;
     json_error_t         jerr;
-    json_free_t          saved_free;
-    json_malloc_t        saved_malloc;
     u_char               text[JSON_ERROR_TEXT_LENGTH + 64];
 
     rc = ngx_http_corelog_json_body(r, pool, &body);
@@ -63,16 +60,9 @@ ngx_http_corelog_json_parse(ngx_http_request_t *r, ngx_pool_t *pool,
         return NGX_DECLINED;
     }
 
-    json_get_alloc_funcs(&saved_malloc, &saved_free);
-    json_set_alloc_funcs(ngx_http_corelog_json_alloc,
-                         ngx_http_corelog_json_free);
-    ngx_http_corelog_json_pool = pool;
-
-    json = json_loadb((const char *) body.data, body.len,
-                      JSON_REJECT_DUPLICATES|JSON_DECODE_ANY, &jerr);
-
-    ngx_http_corelog_json_pool = NULL;
-    json_set_alloc_funcs(saved_malloc, saved_free);
+    if (ngx_http_corelog_json_load(pool, &body, &json, &jerr) != NGX_OK) {
+        return NGX_ERROR;
+    }
 
     if (json == NULL) {
         switch (json_error_code(&jerr)) {
@@ -217,17 +207,84 @@ ngx_http_corelog_json_scan(ngx_str_t *body, ngx_http_corelog_error_t *err)
 }
 
 
+/*
+ * In a worker, jansson allocates from pool (the worker's json_pool while
+ * it parses).  Elsewhere (the fuzz harness: no worker, no configuration)
+ * it allocates with its own allocator, and the tree is released with the
+ * pool all the same.  *json is NULL, with jerr filled, if the body is not
+ * JSON; NGX_ERROR: no memory.
+ */
+
+static ngx_int_t
+ngx_http_corelog_json_load(ngx_pool_t *pool, ngx_str_t *body, json_t **json,
+    json_error_t *jerr)
+{
+    json_free_t                 saved_free;
+    json_malloc_t               saved_malloc;
+    ngx_pool_cleanup_t         *cln;
+    ngx_http_corelog_worker_t  *w;
+
+    w = ngx_http_corelog_worker();
+
+    cln = NULL;
+    saved_malloc = NULL;
+    saved_free = NULL;
+
+    if (w) {
+        json_get_alloc_funcs(&saved_malloc, &saved_free);
+        json_set_alloc_funcs(ngx_http_corelog_json_alloc,
+                             ngx_http_corelog_json_free);
+        w->json_pool = pool;
+
+    } else {
+        cln = ngx_pool_cleanup_add(pool, 0);
+        if (cln == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    *json = json_loadb((const char *) body->data, body->len,
+                       JSON_REJECT_DUPLICATES|JSON_DECODE_ANY, jerr);
+
+    if (w) {
+        w->json_pool = NULL;
+        json_set_alloc_funcs(saved_malloc, saved_free);
+
+    } else {
+        cln->handler = ngx_http_corelog_json_cleanup;
+        cln->data = *json;
+    }
+
+    return NGX_OK;
+}
+
+
 static void *
 ngx_http_corelog_json_alloc(size_t size)
 {
-    return ngx_palloc(ngx_http_corelog_json_pool, size);
+    ngx_http_corelog_worker_t  *w;
+
+    w = ngx_http_corelog_worker();
+
+    return ngx_palloc(w->json_pool, size);
 }
 
 
 static void
 ngx_http_corelog_json_free(void *p)
 {
-    /* freed with the request pool */
+    /* freed with the pool of the parse */
+}
+
+
+static void
+ngx_http_corelog_json_cleanup(void *data)
+{
+    json_t  *json = data;
+
+    if (json) {
+        json_decref(json);
+    }
 }
 
 
@@ -547,36 +604,6 @@ ngx_http_corelog_out_double(ngx_http_corelog_out_t *out, double d)
 }
 
 
-/* a field error whose message is made here: "<field> <text>" */
-
-void
-ngx_http_corelog_json_field_error(ngx_pool_t *pool,
-    ngx_http_corelog_error_t *err, const char *field, const char *fmt, ...)
-{
-    u_char   *p, *last;
-    size_t    len;
-    va_list   args;
-
-    len = ngx_strlen(field) + 256;
-
-    p = ngx_pnalloc(pool, len);
-    if (p == NULL) {
-        ngx_http_corelog_error_field(err, field, "invalid value");
-        return;
-    }
-
-    last = ngx_sprintf(p, "%s ", field);
-
-    va_start(args, fmt);
-    last = ngx_vslprintf(last, p + len - 1, fmt, args);
-    va_end(args);
-
-    *last = '\0';
-
-    ngx_http_corelog_error_field(err, field, (const char *) p);
-}
-
-
 /*
  * A string field: NGX_OK with out set to a copy in pool (out->data NULL
  * when an optional field is absent or null), or NGX_DECLINED with the
@@ -597,8 +624,8 @@ ngx_http_corelog_json_string(ngx_pool_t *pool, json_t *obj,
 
     if (v == NULL || json_is_null(v)) {
         if (required) {
-            ngx_http_corelog_json_field_error(pool, err, field,
-                                              "is required");
+            ngx_http_corelog_error_fieldf(pool, err, field,
+                                          "is required");
             return NGX_DECLINED;
         }
 
@@ -606,10 +633,10 @@ ngx_http_corelog_json_string(ngx_pool_t *pool, json_t *obj,
     }
 
     if (!json_is_string(v)) {
-        ngx_http_corelog_json_field_error(pool, err, field,
-                                          required ? "must be a string"
-                                                   : "must be a string "
-                                                     "or null");
+        ngx_http_corelog_error_fieldf(pool, err, field,
+                                      required ? "must be a string"
+                                               : "must be a string "
+                                                 "or null");
         return NGX_DECLINED;
     }
 
@@ -619,16 +646,16 @@ ngx_http_corelog_json_string(ngx_pool_t *pool, json_t *obj,
     if (max_chars
         && (size_t) ngx_http_corelog_utf8_length(out) > max_chars)
     {
-        ngx_http_corelog_json_field_error(pool, err, field,
-                                          "must be at most %uz characters",
-                                          max_chars);
+        ngx_http_corelog_error_fieldf(pool, err, field,
+                                      "must be at most %uz characters",
+                                      max_chars);
         return NGX_DECLINED;
     }
 
     if (max_bytes && out->len > max_bytes) {
-        ngx_http_corelog_json_field_error(pool, err, field,
-                                          "must be at most %uz bytes",
-                                          max_bytes);
+        ngx_http_corelog_error_fieldf(pool, err, field,
+                                      "must be at most %uz bytes",
+                                      max_bytes);
         return NGX_DECLINED;
     }
 
@@ -656,7 +683,7 @@ ngx_http_corelog_json_uuid(ngx_pool_t *pool, json_t *obj, const char *field,
     v = json_object_get(obj, field);
 
     if (v == NULL || json_is_null(v)) {
-        ngx_http_corelog_json_field_error(pool, err, field, "is required");
+        ngx_http_corelog_error_fieldf(pool, err, field, "is required");
         return NGX_DECLINED;
     }
 
@@ -669,7 +696,7 @@ ngx_http_corelog_json_uuid(ngx_pool_t *pool, json_t *obj, const char *field,
         }
     }
 
-    ngx_http_corelog_json_field_error(pool, err, field, "must be a UUID");
+    ngx_http_corelog_error_fieldf(pool, err, field, "must be a UUID");
 
     return NGX_DECLINED;
 }

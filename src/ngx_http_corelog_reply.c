@@ -9,109 +9,6 @@
 #include "ngx_http_corelog.h"
 
 
-typedef struct {
-    ngx_uint_t    status;
-    const char   *name;
-    const char   *message;
-} ngx_http_corelog_status_t;
-
-
-static ngx_http_corelog_status_t  ngx_http_corelog_statuses[] = {
-    { 400, "BadRequest", "Bad request" },
-    { 401, "Unauthorized", "Authentication required" },
-    { 403, "Forbidden", "Forbidden" },
-    { 404, "NotFound", "Not found" },
-    { 405, "MethodNotAllowed", "Method not allowed: use POST" },
-    { 408, "RequestTimeout", "Request timed out" },
-    { 409, "Conflict", "Conflict" },
-    { 411, "LengthRequired", "Length required" },
-    { 413, "PayloadTooLarge", "Request body too large" },
-    { 414, "URITooLong", "Request URI too long" },
-    { 415, "UnsupportedMediaType",
-      "Content-Type must be application/json" },
-    { 429, "TooManyRequests", "Too many requests" },
-    { 500, "InternalServerError", "Internal server error" },
-    { 502, "BadGateway", "Bad gateway" },
-    { 503, "ServiceUnavailable", "Service unavailable, retry later" },
-    { 504, "GatewayTimeout", "The database did not answer in time" },
-    { 0, NULL, NULL }
-};
-
-
-static ngx_http_corelog_status_t *
-ngx_http_corelog_status(ngx_uint_t status)
-{
-    ngx_http_corelog_status_t  *s;
-
-    for (s = ngx_http_corelog_statuses; s->status; s++) {
-        if (s->status == status) {
-            return s;
-        }
-    }
-
-    return NULL;
-}
-
-
-const char *
-ngx_http_corelog_status_name(ngx_uint_t status)
-{
-    ngx_http_corelog_status_t  *s;
-
-    s = ngx_http_corelog_status(status);
-
-    if (s) {
-        return s->name;
-    }
-
-    return status < 500 ? "BadRequest" : "InternalServerError";
-}
-
-
-/* message NULL: the status's usual message */
-
-void
-ngx_http_corelog_error_set(ngx_http_corelog_error_t *err, ngx_uint_t status,
-    const char *message)
-{
-    ngx_http_corelog_status_t  *s;
-
-    if (message == NULL) {
-        s = ngx_http_corelog_status(status);
-        message = s ? s->message : "Error";
-    }
-
-    err->status = status;
-    err->message.data = (u_char *) message;
-    err->message.len = ngx_strlen(message);
-}
-
-
-/* a field error; the first one also becomes the message */
-
-void
-ngx_http_corelog_error_field(ngx_http_corelog_error_t *err,
-    const char *field, const char *message)
-{
-    ngx_http_corelog_field_error_t  *fe;
-
-    if (err->nfields == 0) {
-        ngx_http_corelog_error_set(err, NGX_HTTP_BAD_REQUEST, message);
-    }
-
-    if (err->nfields == NGX_HTTP_CORELOG_MAX_FIELD_ERRORS) {
-        return;
-    }
-
-    fe = &err->fields[err->nfields++];
-
-    fe->field.data = (u_char *) field;
-    fe->field.len = ngx_strlen(field);
-    fe->message.data = (u_char *) message;
-    fe->message.len = ngx_strlen(message);
-}
-
-
 ngx_int_t
 ngx_http_corelog_reply_header(ngx_http_request_t *r, const char *key,
     ngx_str_t *value)
@@ -148,6 +45,10 @@ ngx_http_corelog_reply_send(ngx_http_request_t *r, ngx_uint_t status,
     if (out->failed) {
         return NGX_ERROR;
     }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "corelog answered: %ui, %uz bytes", status,
+                   (size_t) (out->pos - out->start));
 
     r->headers_out.status = status;
     r->headers_out.content_length_n = out->pos - out->start;
@@ -259,7 +160,7 @@ ngx_http_corelog_reply_error(ngx_http_request_t *r,
     }
 
     if (api == NULL) {
-        api = &ngx_http_corelog_api_corelog;
+        return ngx_http_corelog_reply_error_corelog(r, ctx, err);
     }
 
     return api->send_error(r, ctx, err);
@@ -273,14 +174,15 @@ ngx_http_corelog_reply_error_corelog(ngx_http_request_t *r,
     ngx_http_corelog_ctx_t *ctx, ngx_http_corelog_error_t *err)
 {
     ngx_uint_t              i;
+    const char             *name;
     ngx_http_corelog_out_t  out;
 
     ngx_http_corelog_out_init(&out, r->pool, 256);
 
+    name = ngx_http_corelog_error_status_name(err->status);
+
     ngx_http_corelog_out_lit(&out, "{\"name\":\"");
-    ngx_http_corelog_out_raw(&out, ngx_http_corelog_status_name(err->status),
-                             ngx_strlen(ngx_http_corelog_status_name(
-                                                               err->status)));
+    ngx_http_corelog_out_raw(&out, name, ngx_strlen(name));
     ngx_http_corelog_out_lit(&out, "\",\"message\":");
     ngx_http_corelog_out_str(&out, &err->message);
 

@@ -80,22 +80,44 @@ typedef struct {
 } ngx_http_corelog_identity_t;
 
 
+/* why a caller is refused: each has its X-Corelog-Error text below */
+
+typedef enum {
+    NGX_HTTP_CORELOG_DENY_NO_BEARER = 0,    /* no Authorization header */
+    NGX_HTTP_CORELOG_DENY_NO_HEADER,        /* no X-Auth-Token header */
+    NGX_HTTP_CORELOG_DENY_NOT_BEARER,
+    NGX_HTTP_CORELOG_DENY_INVALID,
+    NGX_HTTP_CORELOG_DENY_REVOKED,
+    NGX_HTTP_CORELOG_DENY_EXPIRED,
+    NGX_HTTP_CORELOG_DENY_NONE              /* not refused */
+} ngx_http_corelog_deny_e;
+
+
+static const ngx_str_t  ngx_http_corelog_token_denials[] = {
+    ngx_string("Missing bearer token"),
+    ngx_string("Missing X-Auth-Token header"),
+    ngx_string("Authorization must be \"Bearer <token>\""),
+    ngx_string("Invalid token"),
+    ngx_string("Token revoked"),
+    ngx_string("Token expired")
+};
+
+
 typedef struct {
     u_char                       hash[NGX_HTTP_CORELOG_HASH_LEN];
 } ngx_http_corelog_token_ctx_t;
 
 
-static ngx_int_t ngx_http_corelog_token_read(ngx_http_request_t *r,
-    ngx_uint_t mode, ngx_str_t *token, const char **reason,
-    ngx_uint_t *missing);
+static ngx_http_corelog_deny_e ngx_http_corelog_token_read(
+    ngx_http_request_t *r, ngx_uint_t mode, ngx_str_t *token);
 static void ngx_http_corelog_token_looked_up(ngx_http_corelog_op_t *op,
     ngx_int_t rc, PGresult *res, int row);
 static ngx_uint_t ngx_http_corelog_token_state(PGresult *res, int row);
 static ngx_int_t ngx_http_corelog_token_deny(ngx_http_request_t *r,
     ngx_uint_t state);
 static ngx_int_t ngx_http_corelog_token_answer(ngx_http_request_t *r,
-    ngx_uint_t status, ngx_http_corelog_identity_t *id, const char *reason,
-    ngx_uint_t missing);
+    ngx_uint_t status, ngx_http_corelog_identity_t *id,
+    ngx_http_corelog_deny_e deny);
 static ngx_http_corelog_token_node_t *ngx_http_corelog_token_lookup(
     ngx_http_corelog_token_cache_t *cache, u_char *hash);
 static void ngx_http_corelog_token_store(ngx_http_corelog_token_cache_t *cache,
@@ -191,7 +213,7 @@ ngx_http_corelog_token_exit_process(ngx_cycle_t *cycle)
     ngx_http_corelog_token_state_t  *ts;
     ngx_http_corelog_main_conf_t    *cmcf;
 
-    cmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_corelog_module);
+    cmcf = ngx_http_corelog_main_conf();
 
     if (cmcf == NULL || cmcf->worker == NULL || cmcf->worker->token == NULL) {
         return;
@@ -225,9 +247,8 @@ ngx_http_corelog_token_handler(ngx_http_request_t *r)
 {
     ngx_int_t                        rc;
     ngx_str_t                        token;
-    ngx_uint_t                       missing;
-    const char                      *reason;
     ngx_http_corelog_op_t           *op;
+    ngx_http_corelog_deny_e          deny;
     ngx_http_corelog_identity_t      id;
     ngx_http_corelog_loc_conf_t     *llcf;
     ngx_http_corelog_token_ctx_t    *tc;
@@ -236,17 +257,16 @@ ngx_http_corelog_token_handler(ngx_http_request_t *r)
     ngx_http_corelog_main_conf_t    *cmcf;
 
     llcf = ngx_http_get_module_loc_conf(r, ngx_http_corelog_module);
-    cmcf = ngx_http_get_module_main_conf(r, ngx_http_corelog_module);
+    cmcf = ngx_http_corelog_main_conf();
 
-    if (ngx_http_corelog_token_read(r, llcf->token_check, &token, &reason,
-                                    &missing)
-        != NGX_OK)
-    {
+    deny = ngx_http_corelog_token_read(r, llcf->token_check, &token);
+
+    if (deny != NGX_HTTP_CORELOG_DENY_NONE) {
         return ngx_http_corelog_token_answer(r, NGX_HTTP_UNAUTHORIZED, NULL,
-                                             reason, missing);
+                                             deny);
     }
 
-    if (cmcf->worker == NULL || cmcf->worker->token == NULL) {
+    if (cmcf == NULL || cmcf->worker == NULL || cmcf->worker->token == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -277,7 +297,7 @@ ngx_http_corelog_token_handler(ngx_http_request_t *r)
         id.project.len = tn->project_len;
 
         return ngx_http_corelog_token_answer(r, NGX_HTTP_NO_CONTENT, &id,
-                                             NULL, 0);
+                                             NGX_HTTP_CORELOG_DENY_NONE);
     }
 
     tn = ngx_http_corelog_token_lookup(&ts->invalid, tc->hash);
@@ -316,7 +336,7 @@ ngx_http_corelog_token_handler(ngx_http_request_t *r)
         r->main->count--;
 
         return ngx_http_corelog_token_answer(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                             NULL, NULL, 0);
+                                             NULL, NGX_HTTP_CORELOG_DENY_NONE);
     }
 
     return NGX_DONE;
@@ -324,18 +344,16 @@ ngx_http_corelog_token_handler(ngx_http_request_t *r)
 
 
 /*
- * The token of the header the location reads: NGX_OK, or NGX_DECLINED with
- * the reason, and missing set when there is no such header at all.
+ * The token of the header the location reads: NGX_HTTP_CORELOG_DENY_NONE,
+ * or why the caller is refused without a look-up.
  */
 
-static ngx_int_t
+static ngx_http_corelog_deny_e
 ngx_http_corelog_token_read(ngx_http_request_t *r, ngx_uint_t mode,
-    ngx_str_t *token, const char **reason, ngx_uint_t *missing)
+    ngx_str_t *token)
 {
     u_char     *p, *last;
     ngx_str_t  *found;
-
-    *missing = 0;
 
     if (mode == NGX_HTTP_CORELOG_TOKEN_BEARER) {
         found = r->headers_in.authorization
@@ -347,10 +365,9 @@ ngx_http_corelog_token_read(ngx_http_request_t *r, ngx_uint_t mode,
     }
 
     if (found == NULL) {
-        *reason = (mode == NGX_HTTP_CORELOG_TOKEN_BEARER)
-                  ? "Missing bearer token" : "Missing X-Auth-Token header";
-        *missing = 1;
-        return NGX_DECLINED;
+        return (mode == NGX_HTTP_CORELOG_TOKEN_BEARER)
+               ? NGX_HTTP_CORELOG_DENY_NO_BEARER
+               : NGX_HTTP_CORELOG_DENY_NO_HEADER;
     }
 
     p = found->data;
@@ -361,8 +378,7 @@ ngx_http_corelog_token_read(ngx_http_request_t *r, ngx_uint_t mode,
             || ngx_strncasecmp(p, (u_char *) "Bearer ", sizeof("Bearer ") - 1)
                != 0)
         {
-            *reason = "Authorization must be \"Bearer <token>\"";
-            return NGX_DECLINED;
+            return NGX_HTTP_CORELOG_DENY_NOT_BEARER;
         }
 
         p += sizeof("Bearer ") - 1;
@@ -379,8 +395,6 @@ ngx_http_corelog_token_read(ngx_http_request_t *r, ngx_uint_t mode,
     token->data = p;
     token->len = last - p;
 
-    *reason = "Invalid token";
-
     /* no lookup for what corelog.create_token() cannot have made */
 
     if (token->len != NGX_HTTP_CORELOG_TOKEN_LEN
@@ -388,16 +402,16 @@ ngx_http_corelog_token_read(ngx_http_request_t *r, ngx_uint_t mode,
                        sizeof(NGX_HTTP_CORELOG_TOKEN_PREFIX) - 1)
            != 0)
     {
-        return NGX_DECLINED;
+        return NGX_HTTP_CORELOG_DENY_INVALID;
     }
 
     for (p += sizeof(NGX_HTTP_CORELOG_TOKEN_PREFIX) - 1; p < last; p++) {
         if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f'))) {
-            return NGX_DECLINED;
+            return NGX_HTTP_CORELOG_DENY_INVALID;
         }
     }
 
-    return NGX_OK;
+    return NGX_HTTP_CORELOG_DENY_NONE;
 }
 
 
@@ -435,16 +449,17 @@ ngx_http_corelog_token_looked_up(ngx_http_corelog_op_t *op, ngx_int_t rc,
         {
             rc = ngx_http_corelog_token_answer(r,
                                                NGX_HTTP_SERVICE_UNAVAILABLE,
-                                               NULL, NULL, 0);
+                                               NULL,
+                                               NGX_HTTP_CORELOG_DENY_NONE);
         } else {
             rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
-        ngx_http_corelog_finalize(r, rc);
+        ngx_http_corelog_request_finalize(r, rc);
         return;
     }
 
-    cmcf = ngx_http_get_module_main_conf(r, ngx_http_corelog_module);
+    cmcf = ngx_http_corelog_main_conf();
     ts = cmcf->worker->token;
 
     state = ngx_http_corelog_token_state(res, row);
@@ -467,7 +482,8 @@ ngx_http_corelog_token_looked_up(ngx_http_corelog_op_t *op, ngx_int_t rc,
                                          cmcf->token_cache_ttl);
         }
 
-        ngx_http_corelog_finalize(r, ngx_http_corelog_token_deny(r, state));
+        rc = ngx_http_corelog_token_deny(r, state);
+        ngx_http_corelog_request_finalize(r, rc);
         return;
     }
 
@@ -487,8 +503,9 @@ ngx_http_corelog_token_looked_up(ngx_http_corelog_op_t *op, ngx_int_t rc,
 
     /* the values live in res: the answer copies them into the pool */
 
-    rc = ngx_http_corelog_token_answer(r, NGX_HTTP_NO_CONTENT, &id, NULL, 0);
-    ngx_http_corelog_finalize(r, rc);
+    rc = ngx_http_corelog_token_answer(r, NGX_HTTP_NO_CONTENT, &id,
+                                       NGX_HTTP_CORELOG_DENY_NONE);
+    ngx_http_corelog_request_finalize(r, rc);
 }
 
 
@@ -521,36 +538,37 @@ ngx_http_corelog_token_state(PGresult *res, int row)
 static ngx_int_t
 ngx_http_corelog_token_deny(ngx_http_request_t *r, ngx_uint_t state)
 {
-    const char  *reason;
+    ngx_http_corelog_deny_e  deny;
 
     switch (state) {
 
     case NGX_HTTP_CORELOG_TOKEN_REVOKED:
-        reason = "Token revoked";
+        deny = NGX_HTTP_CORELOG_DENY_REVOKED;
         break;
 
     case NGX_HTTP_CORELOG_TOKEN_EXPIRED:
-        reason = "Token expired";
+        deny = NGX_HTTP_CORELOG_DENY_EXPIRED;
         break;
 
     default:
-        reason = "Invalid token";
+        deny = NGX_HTTP_CORELOG_DENY_INVALID;
     }
 
     return ngx_http_corelog_token_answer(r, NGX_HTTP_UNAUTHORIZED, NULL,
-                                         reason, 0);
+                                         deny);
 }
 
 
 /*
  * The answer of the auth location: a status and headers, no body.  The
- * values are copied into the request pool.  missing: no token at all
- * (WWW-Authenticate then has no error="invalid_token").
+ * values are copied into the request pool.  A 401 says why in
+ * X-Corelog-Error; without a token at all, its WWW-Authenticate has no
+ * error="invalid_token".
  */
 
 static ngx_int_t
 ngx_http_corelog_token_answer(ngx_http_request_t *r, ngx_uint_t status,
-    ngx_http_corelog_identity_t *id, const char *reason, ngx_uint_t missing)
+    ngx_http_corelog_identity_t *id, ngx_http_corelog_deny_e deny)
 {
     ngx_str_t                     v;
     ngx_http_corelog_loc_conf_t  *llcf;
@@ -563,6 +581,10 @@ ngx_http_corelog_token_answer(ngx_http_request_t *r, ngx_uint_t status,
         ngx_string("The token store is unavailable, retry later");
 
     llcf = ngx_http_get_module_loc_conf(r, ngx_http_corelog_module);
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "corelog token answer: %ui, refusal %d", status,
+                   (int) deny);
 
     r->headers_out.status = status;
     r->headers_out.content_length_n = 0;
@@ -606,16 +628,16 @@ ngx_http_corelog_token_answer(ngx_http_request_t *r, ngx_uint_t status,
 
     if (status == NGX_HTTP_UNAUTHORIZED) {
         if (llcf->token_check == NGX_HTTP_CORELOG_TOKEN_BEARER) {
-            if (ngx_http_corelog_reply_header(r, "WWW-Authenticate",
-                                              missing ? &bearer : &invalid)
+            v = (deny == NGX_HTTP_CORELOG_DENY_NO_BEARER) ? bearer : invalid;
+
+            if (ngx_http_corelog_reply_header(r, "WWW-Authenticate", &v)
                 != NGX_OK)
             {
                 return NGX_ERROR;
             }
         }
 
-        v.data = (u_char *) reason;
-        v.len = ngx_strlen(reason);
+        v = ngx_http_corelog_token_denials[deny];
 
         if (ngx_http_corelog_reply_header(r, "X-Corelog-Error", &v) != NGX_OK) {
             return NGX_ERROR;

@@ -2,7 +2,8 @@
 /*
  * Copyright (C) corelog authors
  *
- * Small helpers: UUIDs, time stamps, random bytes, UTF-8, log text.
+ * Small helpers: UUIDs, time stamps, random bytes, UTF-8, log text, the
+ * log limiter, and the way to the main conf and the worker's state.
  */
 
 
@@ -98,20 +99,23 @@ ngx_http_corelog_random(u_char *buf, size_t len)
 void
 ngx_http_corelog_uuid_v7(u_char *out)
 {
-    u_char          b[16];
-    ngx_uint_t      i;
-    ngx_time_t     *tp;
-    uint64_t        ms;
-    static uint64_t last_ms;
-    static u_char   last[16];
+    u_char                      b[16];
+    uint64_t                    ms;
+    ngx_uint_t                  i;
+    ngx_time_t                 *tp;
+    ngx_http_corelog_worker_t  *w;
+
+    /* the last id is the worker's; the fuzz harness has no worker */
+
+    w = ngx_http_corelog_worker();
 
     tp = ngx_timeofday();
     ms = (uint64_t) tp->sec * 1000 + tp->msec;
 
-    if (ms <= last_ms) {
+    if (w && ms <= w->uuid_ms) {
         /* the same millisecond: increment the previous id's random tail */
 
-        ngx_memcpy(b, last, 16);
+        ngx_memcpy(b, w->uuid, 16);
 
         for (i = 15; i > 8; i--) {
             if (++b[i] != 0) {
@@ -119,7 +123,7 @@ ngx_http_corelog_uuid_v7(u_char *out)
             }
         }
 
-        ms = last_ms;
+        ms = w->uuid_ms;
 
     } else {
         (void) ngx_http_corelog_random(b, 16);
@@ -137,8 +141,10 @@ ngx_http_corelog_uuid_v7(u_char *out)
         b[9] &= 0x7f;
     }
 
-    last_ms = ms;
-    ngx_memcpy(last, b, 16);
+    if (w) {
+        w->uuid_ms = ms;
+        ngx_memcpy(w->uuid, b, 16);
+    }
 
     /* 8-4-4-4-12 */
 
@@ -390,20 +396,19 @@ ngx_http_corelog_identifier(ngx_str_t *s, size_t max)
 ngx_uint_t
 ngx_http_corelog_limit(ngx_uint_t kind, ngx_str_t *note, u_char *buf)
 {
-    ngx_http_corelog_limit_t      *l;
-    ngx_http_corelog_main_conf_t  *cmcf;
+    ngx_http_corelog_limit_t   *l;
+    ngx_http_corelog_worker_t  *w;
 
     ngx_str_null(note);
     note->data = buf;
 
-    cmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
-                                               ngx_http_corelog_module);
+    w = ngx_http_corelog_worker();
 
-    if (cmcf == NULL || cmcf->worker == NULL) {
+    if (w == NULL) {
         return 1;
     }
 
-    l = &cmcf->worker->limits[kind];
+    l = &w->limits[kind];
 
     if ((ngx_msec_int_t) (ngx_current_msec - l->next) < 0) {
         l->suppressed++;
@@ -420,4 +425,37 @@ ngx_http_corelog_limit(ngx_uint_t kind, ngx_str_t *note, u_char *buf)
     l->suppressed = 0;
 
     return 1;
+}
+
+
+/*
+ * The main conf of the running cycle, the one way the module's run time
+ * reaches its configuration and its worker's state (cmcf->worker: NULL
+ * but in a worker), also where no request is at hand (the log limiter,
+ * jansson's allocator, UUIDv7).  NULL without a configuration: the fuzz
+ * harness's cycle has none.
+ */
+
+ngx_http_corelog_main_conf_t *
+ngx_http_corelog_main_conf(void)
+{
+    if (ngx_cycle == NULL || ngx_cycle->conf_ctx == NULL) {
+        return NULL;
+    }
+
+    return ngx_http_cycle_get_module_main_conf(ngx_cycle,
+                                               ngx_http_corelog_module);
+}
+
+
+/* the worker's state: NULL but in a worker (and in the fuzz harness) */
+
+ngx_http_corelog_worker_t *
+ngx_http_corelog_worker(void)
+{
+    ngx_http_corelog_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_corelog_main_conf();
+
+    return cmcf ? cmcf->worker : NULL;
 }
