@@ -99,7 +99,8 @@ static const ngx_str_t  ngx_http_corelog_token_denials[] = {
     ngx_string("Authorization must be \"Bearer <token>\""),
     ngx_string("Invalid token"),
     ngx_string("Token revoked"),
-    ngx_string("Token expired")
+    ngx_string("Token expired"),
+    ngx_string("not refused")
 };
 
 
@@ -583,8 +584,8 @@ ngx_http_corelog_token_answer(ngx_http_request_t *r, ngx_uint_t status,
     llcf = ngx_http_get_module_loc_conf(r, ngx_http_corelog_module);
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "corelog token answer: %ui, refusal %d", status,
-                   (int) deny);
+                   "corelog token answer: %ui, %V", status,
+                   &ngx_http_corelog_token_denials[deny]);
 
     r->headers_out.status = status;
     r->headers_out.content_length_n = 0;
