@@ -145,23 +145,137 @@ typedef struct {
  * One statement the module runs.  A batched statement takes one array per
  * column ($1 is the row ordinal, int[]; $2.. the columns) and returns one
  * row per input row with the ordinal in column 0; a plain statement takes
- * the op's values as its text parameters.  The arrays are sent in binary:
- * the op's values stay text (but for a float8 column: the double's bytes),
- * and each column's type (as the SQL declares it, $n::uuid[] and so on)
- * says how its elements are encoded, so that PostgreSQL parses no text
- * per row.
+ * the op's values one each.  Parameters go in binary: each value is
+ * encoded as its column's type (ngx_http_corelog_value.c), so that
+ * PostgreSQL parses no text per row.
  */
 
 #define NGX_HTTP_CORELOG_HIST  8     /* 1, 2-3, 4-7, ... 64-127, 128+ rows */
 
-#define NGX_HTTP_CORELOG_COL_TEXT         0    /* text[] */
-#define NGX_HTTP_CORELOG_COL_UUID         1    /* uuid[] */
-#define NGX_HTTP_CORELOG_COL_INT4         2    /* int[] */
-#define NGX_HTTP_CORELOG_COL_BOOL         3    /* bool[]: "t" or "f" */
-#define NGX_HTTP_CORELOG_COL_FLOAT8       4    /* float8[]: a double */
-#define NGX_HTTP_CORELOG_COL_TIMESTAMPTZ  5    /* timestamptz[]: RFC 3339 UTC */
-#define NGX_HTTP_CORELOG_COL_BYTEA        6    /* bytea[]: the bytes */
+/* a column's type: 0 is none, a value that no parser filled */
+#define NGX_HTTP_CORELOG_COL_TEXT         1    /* text[] */
+#define NGX_HTTP_CORELOG_COL_UUID         2    /* uuid[] */
+#define NGX_HTTP_CORELOG_COL_INT4         3    /* int[] */
+#define NGX_HTTP_CORELOG_COL_BOOL         4    /* bool[] */
+#define NGX_HTTP_CORELOG_COL_FLOAT8       5    /* float8[] */
+#define NGX_HTTP_CORELOG_COL_TIMESTAMPTZ  6    /* timestamptz[] */
+#define NGX_HTTP_CORELOG_COL_BYTEA        7    /* bytea[] */
 
+/* the same types as the SQL spells their arrays */
+#define NGX_HTTP_CORELOG_SQL_TEXT         "text[]"
+#define NGX_HTTP_CORELOG_SQL_UUID         "uuid[]"
+#define NGX_HTTP_CORELOG_SQL_INT4         "int[]"
+#define NGX_HTTP_CORELOG_SQL_BOOL         "bool[]"
+#define NGX_HTTP_CORELOG_SQL_FLOAT8       "float8[]"
+#define NGX_HTTP_CORELOG_SQL_TIMESTAMPTZ  "timestamptz[]"
+#define NGX_HTTP_CORELOG_SQL_BYTEA        "bytea[]"
+
+#define NGX_HTTP_CORELOG_UUID_SIZE        16
+
+
+/*
+ * One value of an op, filled once by its route's parser (the setters in
+ * ngx_http_corelog_value.c), then encoded to binary for PostgreSQL and
+ * written as JSON for the answer from the same bytes.
+ */
+
+typedef struct {
+    ngx_uint_t                   type;            /* _COL_TEXT, ... */
+    unsigned                     null:1;          /* SQL NULL, JSON null */
+    unsigned                     seconds:1;       /* time written as s */
+    union {
+        u_char                   uuid[NGX_HTTP_CORELOG_UUID_SIZE];
+        int32_t                  int4;
+        double                   float8;
+        int64_t                  usec;            /* since 1970, UTC */
+        ngx_uint_t               boolean;
+        ngx_str_t                text;            /* also bytea */
+    } u;
+} ngx_http_corelog_value_t;
+
+
+/*
+ * A route declares its statement once, as two lists that the SQL, the
+ * parameter encoder and the answer all read:
+ *
+ *   PARAMS(X): X(NAME, n, "column", TYPE), one per column of a row, in
+ *   the order of $n (n from 2: $1 is the ordinal); the unnest() list of
+ *   the SQL and its column names are made from it, the position enum
+ *   too, and a static assertion checks each n against its place;
+ *
+ *   RESULT(X): X(NAME, "expression", status, "message"), the columns the
+ *   statement returns after the ordinal (column 0): the SELECT list is
+ *   made from it, and a column with a status is a check, its error when
+ *   the value is not true (ngx_http_corelog_value_verdict()).
+ */
+
+#define NGX_HTTP_CORELOG_PARAM_SQL(name, n, column, type)                    \
+    ", $" #n "::" NGX_HTTP_CORELOG_SQL_##type
+#define NGX_HTTP_CORELOG_PARAM_NAME(name, n, column, type)  ", " column
+#define NGX_HTTP_CORELOG_PARAM_COLUMN(name, n, column, type)                 \
+    { column, NGX_HTTP_CORELOG_COL_##type, n },
+
+#define NGX_HTTP_CORELOG_RESULT_SQL(name, expr, status, message)  ", " expr
+#define NGX_HTTP_CORELOG_RESULT_COLUMN(name, expr, status, message)          \
+    { expr, status, message },
+
+/*
+ * The position enums of a route: NGX_HTTP_CORELOG_COL(NAME) for each of
+ * its columns and NCOLS, NGX_HTTP_CORELOG_RES(NAME) for each result column
+ * (ORD is 0) and NFIELDS, both macros defined by the route's file; then a
+ * static assertion per column that its $n is its place + 2.
+ */
+
+#define NGX_HTTP_CORELOG_PARAM_ENUM(name, n, column, type)                   \
+    NGX_HTTP_CORELOG_COL(name),
+#define NGX_HTTP_CORELOG_PARAM_CHECK(name, n, column, type)                  \
+    _Static_assert(n == NGX_HTTP_CORELOG_COL(name) + 2,                      \
+                   "the $n of column " column " is not its place + 2");
+#define NGX_HTTP_CORELOG_RESULT_ENUM(name, expr, status, message)            \
+    NGX_HTTP_CORELOG_RES(name),
+
+#define NGX_HTTP_CORELOG_ROUTE_ENUMS(params, result)                         \
+    enum {                                                                   \
+        params(NGX_HTTP_CORELOG_PARAM_ENUM)                                  \
+        NGX_HTTP_CORELOG_COL(NCOLS)                                          \
+    };                                                                       \
+    enum {                                                                   \
+        NGX_HTTP_CORELOG_RES(ORD) = 0,                                       \
+        result(NGX_HTTP_CORELOG_RESULT_ENUM)                                 \
+        NGX_HTTP_CORELOG_RES(NFIELDS)                                        \
+    };                                                                       \
+    params(NGX_HTTP_CORELOG_PARAM_CHECK)
+
+/* "unnest($1::int[], $2::uuid[], ...) AS i(ord, id, ...)" */
+#define NGX_HTTP_CORELOG_UNNEST(params)                                      \
+    "unnest($1::int[]" params(NGX_HTTP_CORELOG_PARAM_SQL) ")"                \
+    " AS i(ord" params(NGX_HTTP_CORELOG_PARAM_NAME) ")"
+
+/* "SELECT c.ord, ..." */
+#define NGX_HTTP_CORELOG_SELECT(result)                                      \
+    " SELECT c.ord" result(NGX_HTTP_CORELOG_RESULT_SQL)
+
+
+typedef struct {
+    const char                  *name;            /* in the SQL */
+    ngx_uint_t                   type;            /* _COL_TEXT, ... */
+    ngx_uint_t                   param;           /* its $n */
+} ngx_http_corelog_column_t;
+
+
+/* an answer's field: its JSON text before the value, and the column */
+
+typedef struct {
+    const char                  *text;            /* ",\"name\":" */
+    ngx_uint_t                   column;
+} ngx_http_corelog_field_t;
+
+
+typedef struct {
+    const char                  *name;            /* its SQL expression */
+    ngx_uint_t                   status;          /* 0: not a check */
+    const char                  *message;
+} ngx_http_corelog_result_t;
 
 
 typedef struct {
@@ -170,9 +284,10 @@ typedef struct {
     ngx_uint_t                   nparams;         /* columns of one row */
     unsigned                     batched:1;
     ngx_uint_t                   rows[NGX_HTTP_CORELOG_HIST]; /* a worker's */
-    const u_char                *columns;         /* NULL: all text */
+    const ngx_http_corelog_column_t  *columns;   /* nparams of them */
     ngx_uint_t                   nfields;         /* of its result rows */
     ngx_uint_t                   kind;            /* _KIND_WRITE, ... */
+    const ngx_http_corelog_result_t  *results;   /* nfields, or NULL */
 } ngx_http_corelog_stmt_t;
 
 
@@ -206,7 +321,7 @@ struct ngx_http_corelog_op_s {
     ngx_queue_t                  queue;
     ngx_http_request_t          *request;
     ngx_http_corelog_stmt_t     *stmt;
-    ngx_str_t                   *values;          /* data NULL: SQL NULL */
+    ngx_http_corelog_value_t    *values;          /* stmt->nparams */
     ngx_http_corelog_op_handler_pt  handler;
     void                        *data;
     ngx_http_corelog_pg_conn_t  *conn;            /* while SENT */
@@ -303,9 +418,9 @@ typedef struct {
 
 extern ngx_module_t  ngx_http_corelog_module;
 
-extern ngx_http_corelog_api_t  ngx_http_corelog_api_corelog;
-extern ngx_http_corelog_api_t  ngx_http_corelog_api_channel;
-extern ngx_http_corelog_api_t  ngx_http_corelog_api_logtank;
+extern ngx_http_corelog_api_t  ngx_http_corelog_core_log_api;
+extern ngx_http_corelog_api_t  ngx_http_corelog_channel_log_api;
+extern ngx_http_corelog_api_t  ngx_http_corelog_logtank_api;
 
 
 /* ngx_http_corelog_handler.c */
@@ -372,6 +487,33 @@ size_t ngx_http_corelog_value_params_size(ngx_http_corelog_stmt_t *stmt,
 ngx_int_t ngx_http_corelog_value_params(ngx_http_corelog_stmt_t *stmt,
     ngx_http_corelog_op_t **ops, ngx_uint_t nops, u_char *p,
     ngx_http_corelog_params_t *params, ngx_log_t *log);
+void ngx_http_corelog_value_text(ngx_http_corelog_value_t *v, ngx_str_t *s);
+void ngx_http_corelog_value_bytea(ngx_http_corelog_value_t *v, u_char *data,
+    size_t len);
+void ngx_http_corelog_value_uuid(ngx_http_corelog_value_t *v, u_char *uuid);
+void ngx_http_corelog_value_int4(ngx_http_corelog_value_t *v, int32_t n);
+void ngx_http_corelog_value_float8(ngx_http_corelog_value_t *v, double d);
+void ngx_http_corelog_value_bool(ngx_http_corelog_value_t *v, ngx_uint_t b);
+void ngx_http_corelog_value_time(ngx_http_corelog_value_t *v, int64_t usec,
+    ngx_uint_t seconds);
+void ngx_http_corelog_value_now(ngx_http_corelog_value_t *v,
+    ngx_uint_t seconds);
+void ngx_http_corelog_value_uuid_v7(ngx_http_corelog_value_t *v);
+ngx_int_t ngx_http_corelog_value_uuid_parse(ngx_http_corelog_value_t *v,
+    ngx_str_t *s);
+void ngx_http_corelog_value_json(ngx_http_corelog_out_t *out,
+    ngx_http_corelog_value_t *v);
+void ngx_http_corelog_value_fields(ngx_http_corelog_out_t *out,
+    ngx_http_corelog_value_t *values, const ngx_http_corelog_field_t *fields,
+    ngx_uint_t n);
+ngx_int_t ngx_http_corelog_value_verdict(ngx_http_corelog_stmt_t *stmt,
+    PGresult *res, int row, ngx_http_corelog_error_t *err);
+#if (NGX_DEBUG)
+void ngx_http_corelog_value_debug(ngx_http_request_t *r, ngx_str_t *route,
+    ngx_http_corelog_op_t *op);
+#else
+#define ngx_http_corelog_value_debug(r, route, op)
+#endif
 
 /* ngx_http_corelog_json.c */
 ngx_int_t ngx_http_corelog_json_parse(ngx_http_request_t *r, ngx_pool_t *pool,
@@ -381,7 +523,7 @@ ngx_int_t ngx_http_corelog_json_string(ngx_pool_t *pool, json_t *obj,
     const char *field, ngx_uint_t required, size_t max_chars,
     size_t max_bytes, ngx_str_t *out, ngx_http_corelog_error_t *err);
 ngx_int_t ngx_http_corelog_json_uuid(ngx_pool_t *pool, json_t *obj,
-    const char *field, u_char *out, ngx_http_corelog_error_t *err);
+    const char *field, u_char *uuid, ngx_http_corelog_error_t *err);
 void ngx_http_corelog_out_init(ngx_http_corelog_out_t *out, ngx_pool_t *pool,
     size_t size);
 void ngx_http_corelog_out_raw(ngx_http_corelog_out_t *out, const char *s,
@@ -415,8 +557,11 @@ const char *ngx_http_corelog_error_status_name(ngx_uint_t status);
 
 /* ngx_http_corelog_util.c */
 ngx_int_t ngx_http_corelog_uuid_parse(ngx_str_t *in, u_char *out);
-void ngx_http_corelog_uuid_v7(u_char *out);
-void ngx_http_corelog_time_rfc3339(u_char *out, time_t sec, ngx_msec_t msec);
+ngx_int_t ngx_http_corelog_uuid_bytes(ngx_str_t *in, u_char *uuid);
+u_char *ngx_http_corelog_uuid_text(u_char *out, u_char *uuid);
+void ngx_http_corelog_uuid_v7(u_char *uuid);
+u_char *ngx_http_corelog_time_rfc3339(u_char *out, int64_t usec,
+    ngx_uint_t seconds);
 ngx_int_t ngx_http_corelog_utf8_length(ngx_str_t *s);
 size_t ngx_http_corelog_utf8_next(u_char *p, u_char *last);
 u_char *ngx_http_corelog_log_text(u_char *dst, u_char *last, u_char *src,

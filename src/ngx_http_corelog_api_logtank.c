@@ -14,31 +14,42 @@
 
 #define NGX_HTTP_CORELOG_LT_TYPE_MAX      64
 #define NGX_HTTP_CORELOG_LT_RESOURCE_MAX  255
-#define NGX_HTTP_CORELOG_LT_TIME_LEN      20        /* 2019-01-08T01:21:37Z */
 
 
-enum {
-    NGX_HTTP_CORELOG_LT_ID = 0,
-    NGX_HTTP_CORELOG_LT_ACCOUNT,
-    NGX_HTTP_CORELOG_LT_DOMAIN,
-    NGX_HTTP_CORELOG_LT_PROJECT,
-    NGX_HTTP_CORELOG_LT_TYPE,
-    NGX_HTTP_CORELOG_LT_RESOURCE,
-    NGX_HTTP_CORELOG_LT_GROUP,
-    NGX_HTTP_CORELOG_LT_STREAM,
-    NGX_HTTP_CORELOG_LT_CREATED,
-    NGX_HTTP_CORELOG_LT_NCOLS
-};
+/*
+ * The statement's columns (ngx_http_corelog.h: "A route declares its
+ * statement once"): X(NAME, $n, "column", TYPE)
+ */
+
+#define NGX_HTTP_CORELOG_LOGTANK_PARAMS(X)                                   \
+    X(ID,               2,  "id",                 UUID)                      \
+    X(ACCOUNT,          3,  "account_id",         UUID)                      \
+    X(DOMAIN,           4,  "domain_id",          TEXT)                      \
+    X(PROJECT,          5,  "project_id",         TEXT)                      \
+    X(TYPE,             6,  "resource_type",      TEXT)                      \
+    X(RESOURCE,         7,  "resource_id",        TEXT)                      \
+    X(GROUP,            8,  "log_group_id",       UUID)                      \
+    X(STREAM,           9,  "log_stream_id",      UUID)                      \
+    X(CREATED,          10, "created_at",         TIMESTAMPTZ)
+
+/* its result after the ordinal: X(NAME, "expression", status, message) */
+
+#define NGX_HTTP_CORELOG_LOGTANK_RESULT(X)                                   \
+    X(GROUP_OK,   "c.group_ok",  NGX_HTTP_NOT_FOUND,                         \
+      "Log group not found in this project")                                 \
+    X(STREAM_OK,  "c.stream_ok", NGX_HTTP_NOT_FOUND,                         \
+      "Log stream not found in this log group")                              \
+    X(INSERTED,                                                              \
+      "EXISTS (SELECT 1 FROM inserted WHERE inserted.id = c.id)",            \
+      NGX_HTTP_CONFLICT,                                                     \
+      "The project already has a logtank for this resource")
 
 
-typedef struct {
-    u_char                    id[NGX_HTTP_CORELOG_UUID_LEN];
-    u_char                    group[NGX_HTTP_CORELOG_UUID_LEN];
-    u_char                    stream[NGX_HTTP_CORELOG_UUID_LEN];
-    u_char                    created[NGX_HTTP_CORELOG_LT_TIME_LEN];
-    ngx_str_t                 type;
-    ngx_str_t                 resource;
-} ngx_http_corelog_logtank_t;
+#define NGX_HTTP_CORELOG_COL(name)  NGX_HTTP_CORELOG_LOGTANK_##name
+#define NGX_HTTP_CORELOG_RES(name)  NGX_HTTP_CORELOG_LOGTANK_R_##name
+
+NGX_HTTP_CORELOG_ROUTE_ENUMS(NGX_HTTP_CORELOG_LOGTANK_PARAMS,
+                             NGX_HTTP_CORELOG_LOGTANK_RESULT)
 
 
 static ngx_int_t ngx_http_corelog_logtank_prepare(ngx_http_request_t *r,
@@ -54,18 +65,14 @@ static ngx_int_t ngx_http_corelog_logtank_request_id(ngx_http_request_t *r,
     ngx_str_t *id);
 
 
-/* the types of $2.. in the statement below, in the order of the columns */
+static const ngx_http_corelog_column_t  ngx_http_corelog_logtank_columns[] = {
+    NGX_HTTP_CORELOG_LOGTANK_PARAMS(NGX_HTTP_CORELOG_PARAM_COLUMN)
+};
 
-static u_char  ngx_http_corelog_logtank_columns[] = {
-    NGX_HTTP_CORELOG_COL_UUID,            /* id */
-    NGX_HTTP_CORELOG_COL_UUID,            /* account */
-    NGX_HTTP_CORELOG_COL_TEXT,            /* domain */
-    NGX_HTTP_CORELOG_COL_TEXT,            /* project */
-    NGX_HTTP_CORELOG_COL_TEXT,            /* resource type */
-    NGX_HTTP_CORELOG_COL_TEXT,            /* resource id */
-    NGX_HTTP_CORELOG_COL_UUID,            /* log group */
-    NGX_HTTP_CORELOG_COL_UUID,            /* log stream */
-    NGX_HTTP_CORELOG_COL_TIMESTAMPTZ      /* created */
+
+static const ngx_http_corelog_result_t  ngx_http_corelog_logtank_results[] = {
+    { "c.ord", 0, NULL },
+    NGX_HTTP_CORELOG_LOGTANK_RESULT(NGX_HTTP_CORELOG_RESULT_COLUMN)
 };
 
 
@@ -80,11 +87,8 @@ static ngx_http_corelog_stmt_t  ngx_http_corelog_logtank_stmt = {
     "logtank_insert",
 
     "WITH input AS ("
-    "  SELECT * FROM unnest($1::int[], $2::uuid[], $3::uuid[], $4::text[],"
-    "                       $5::text[], $6::text[], $7::text[], $8::uuid[],"
-    "                       $9::uuid[], $10::timestamptz[])"
-    "    AS i(ord, id, account_id, domain_id, project_id, resource_type,"
-    "         resource_id, log_group_id, log_stream_id, created_at)"
+    "  SELECT * FROM "
+    NGX_HTTP_CORELOG_UNNEST(NGX_HTTP_CORELOG_LOGTANK_PARAMS)
     "), checked AS ("
     "  SELECT i.*, g.id IS NOT NULL AS group_ok, s.id IS NOT NULL AS stream_ok"
     "    FROM input i"
@@ -106,17 +110,33 @@ static ngx_http_corelog_stmt_t  ngx_http_corelog_logtank_stmt = {
     "  ON CONFLICT DO NOTHING"
     "  RETURNING id"
     ")"
-    " SELECT c.ord, c.group_ok, c.stream_ok,"
-    "        EXISTS (SELECT 1 FROM inserted WHERE inserted.id = c.id)"
+    NGX_HTTP_CORELOG_SELECT(NGX_HTTP_CORELOG_LOGTANK_RESULT)
     "   FROM checked c",
 
-    NGX_HTTP_CORELOG_LT_NCOLS, 1, { 0 },
+    NGX_HTTP_CORELOG_LOGTANK_NCOLS, 1, { 0 },
     ngx_http_corelog_logtank_columns,
-    4, NGX_HTTP_CORELOG_KIND_WRITE
+    NGX_HTTP_CORELOG_LOGTANK_R_NFIELDS, NGX_HTTP_CORELOG_KIND_WRITE,
+    ngx_http_corelog_logtank_results
 };
 
 
-ngx_http_corelog_api_t  ngx_http_corelog_api_logtank = {
+/* the 201's fields (the request id follows them) */
+
+static const ngx_http_corelog_field_t  ngx_http_corelog_logtank_fields[] = {
+    { "{\"logtank\":{\"id\":",     NGX_HTTP_CORELOG_LOGTANK_ID },
+    { ",\"domain_id\":",           NGX_HTTP_CORELOG_LOGTANK_DOMAIN },
+    { ",\"project_id\":",          NGX_HTTP_CORELOG_LOGTANK_PROJECT },
+    { ",\"resource_type\":",       NGX_HTTP_CORELOG_LOGTANK_TYPE },
+    { ",\"resource_id\":",         NGX_HTTP_CORELOG_LOGTANK_RESOURCE },
+    { ",\"log_group_id\":",        NGX_HTTP_CORELOG_LOGTANK_GROUP },
+    { ",\"log_stream_id\":",       NGX_HTTP_CORELOG_LOGTANK_STREAM },
+    { ",\"status\":\"ACTIVE\",\"created_at\":",
+                                   NGX_HTTP_CORELOG_LOGTANK_CREATED },
+    { ",\"updated_at\":",          NGX_HTTP_CORELOG_LOGTANK_CREATED }
+};
+
+
+ngx_http_corelog_api_t  ngx_http_corelog_logtank_api = {
     ngx_string("logtank"),
     0,
     &ngx_http_corelog_logtank_stmt,
@@ -131,10 +151,10 @@ ngx_http_corelog_logtank_prepare(ngx_http_request_t *r,
     ngx_http_corelog_ctx_t *ctx, json_t *body, ngx_http_corelog_op_t *op,
     ngx_http_corelog_error_t *err)
 {
-    json_t                      *lt;
-    ngx_tm_t                     tm;
-    ngx_str_t                   *values;
-    ngx_http_corelog_logtank_t  *tank;
+    json_t                    *lt;
+    ngx_str_t                  type, resource, none;
+    ngx_http_corelog_value_t  *values;
+    u_char                     uuid[NGX_HTTP_CORELOG_UUID_SIZE];
 
     if (ctx->auth.project.len == 0) {
         ngx_http_corelog_error_set(err, NGX_HTTP_FORBIDDEN,
@@ -142,12 +162,8 @@ ngx_http_corelog_logtank_prepare(ngx_http_request_t *r,
         return NGX_DECLINED;
     }
 
-    tank = ngx_pcalloc(r->pool, sizeof(ngx_http_corelog_logtank_t));
-    if (tank == NULL) {
-        return NGX_ERROR;
-    }
-
-    ctx->data = tank;
+    values = op->values;
+    ctx->data = values;
 
     lt = json_object_get(body, "logtank");
 
@@ -159,57 +175,71 @@ ngx_http_corelog_logtank_prepare(ngx_http_request_t *r,
 
     if (ngx_http_corelog_json_string(r->pool, lt, "resource_type", 1, 0,
                                      NGX_HTTP_CORELOG_LT_TYPE_MAX,
-                                     &tank->type, err)
-        == NGX_OK)
+                                     &type, err)
+        == NGX_OK
+        && ngx_http_corelog_logtank_type(r, &type, err) == NGX_OK)
     {
-        (void) ngx_http_corelog_logtank_type(r, &tank->type, err);
+        ngx_http_corelog_value_text(&values[NGX_HTTP_CORELOG_LOGTANK_TYPE],
+                                    &type);
     }
 
     if (ngx_http_corelog_json_string(r->pool, lt, "resource_id", 1,
                                      NGX_HTTP_CORELOG_LT_RESOURCE_MAX, 0,
-                                     &tank->resource, err)
-        == NGX_OK
-        && tank->resource.len == 0)
+                                     &resource, err)
+        == NGX_OK)
     {
-        ngx_http_corelog_error_field(err, "resource_id",
-                                     "resource_id must not be empty");
+        if (resource.len == 0) {
+            ngx_http_corelog_error_field(err, "resource_id",
+                                         "resource_id must not be empty");
+        }
+
+        ngx_http_corelog_value_text(
+                         &values[NGX_HTTP_CORELOG_LOGTANK_RESOURCE], &resource);
     }
 
-    (void) ngx_http_corelog_json_uuid(r->pool, lt, "log_group_id",
-                                      tank->group, err);
-    (void) ngx_http_corelog_json_uuid(r->pool, lt, "log_stream_id",
-                                      tank->stream, err);
+    if (ngx_http_corelog_json_uuid(r->pool, lt, "log_group_id", uuid, err)
+        == NGX_OK)
+    {
+        ngx_http_corelog_value_uuid(&values[NGX_HTTP_CORELOG_LOGTANK_GROUP],
+                                    uuid);
+    }
+
+    if (ngx_http_corelog_json_uuid(r->pool, lt, "log_stream_id", uuid, err)
+        == NGX_OK)
+    {
+        ngx_http_corelog_value_uuid(&values[NGX_HTTP_CORELOG_LOGTANK_STREAM],
+                                    uuid);
+    }
 
     if (err->nfields) {
         return NGX_DECLINED;
     }
 
-    ngx_http_corelog_uuid_v7(tank->id);
+    /* the server's own fields; domain and project from the token */
 
-    ngx_gmtime(ngx_time(), &tm);
-    (void) ngx_sprintf(tank->created, "%4d-%02d-%02dT%02d:%02d:%02dZ",
-                       tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday,
-                       tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec);
+    ngx_http_corelog_value_uuid_v7(&values[NGX_HTTP_CORELOG_LOGTANK_ID]);
 
-    values = op->values;
-
-    values[NGX_HTTP_CORELOG_LT_ID].data = tank->id;
-    values[NGX_HTTP_CORELOG_LT_ID].len = NGX_HTTP_CORELOG_UUID_LEN;
-    values[NGX_HTTP_CORELOG_LT_ACCOUNT] = ctx->auth.account;
-
-    if (ctx->auth.domain.len) {
-        values[NGX_HTTP_CORELOG_LT_DOMAIN] = ctx->auth.domain;
+    if (ngx_http_corelog_value_uuid_parse(
+                                &values[NGX_HTTP_CORELOG_LOGTANK_ACCOUNT],
+                                &ctx->auth.account)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
     }
 
-    values[NGX_HTTP_CORELOG_LT_PROJECT] = ctx->auth.project;
-    values[NGX_HTTP_CORELOG_LT_TYPE] = tank->type;
-    values[NGX_HTTP_CORELOG_LT_RESOURCE] = tank->resource;
-    values[NGX_HTTP_CORELOG_LT_GROUP].data = tank->group;
-    values[NGX_HTTP_CORELOG_LT_GROUP].len = NGX_HTTP_CORELOG_UUID_LEN;
-    values[NGX_HTTP_CORELOG_LT_STREAM].data = tank->stream;
-    values[NGX_HTTP_CORELOG_LT_STREAM].len = NGX_HTTP_CORELOG_UUID_LEN;
-    values[NGX_HTTP_CORELOG_LT_CREATED].data = tank->created;
-    values[NGX_HTTP_CORELOG_LT_CREATED].len = NGX_HTTP_CORELOG_LT_TIME_LEN;
+    ngx_str_null(&none);
+
+    ngx_http_corelog_value_text(&values[NGX_HTTP_CORELOG_LOGTANK_DOMAIN],
+                                ctx->auth.domain.len ? &ctx->auth.domain
+                                                     : &none);
+    ngx_http_corelog_value_text(&values[NGX_HTTP_CORELOG_LOGTANK_PROJECT],
+                                &ctx->auth.project);
+
+    /* whole seconds, as the answer shows it */
+
+    ngx_http_corelog_value_now(&values[NGX_HTTP_CORELOG_LOGTANK_CREATED], 1);
+
+    ngx_http_corelog_value_debug(r, &ngx_http_corelog_logtank_api.name, op);
 
     return NGX_OK;
 }
@@ -261,30 +291,16 @@ static ngx_int_t
 ngx_http_corelog_logtank_reply(ngx_http_request_t *r,
     ngx_http_corelog_ctx_t *ctx, PGresult *res, int row)
 {
-    ngx_str_t                    id, created;
-    ngx_http_corelog_out_t       out;
-    ngx_http_corelog_error_t     err;
-    ngx_http_corelog_logtank_t  *tank;
+    size_t                     len;
+    ngx_str_t                  id;
+    ngx_http_corelog_out_t     out;
+    ngx_http_corelog_error_t   err;
+    ngx_http_corelog_value_t  *values;
 
-    tank = ctx->data;
-    err.nfields = 0;
-
-    if (PQgetvalue(res, row, 1)[0] != 't') {
-        ngx_http_corelog_error_set(&err, NGX_HTTP_NOT_FOUND,
-                                   "Log group not found in this project");
-        return ngx_http_corelog_reply_error(r, ctx, &err);
-    }
-
-    if (PQgetvalue(res, row, 2)[0] != 't') {
-        ngx_http_corelog_error_set(&err, NGX_HTTP_NOT_FOUND,
-                                   "Log stream not found in this log group");
-        return ngx_http_corelog_reply_error(r, ctx, &err);
-    }
-
-    if (PQgetvalue(res, row, 3)[0] != 't') {
-        ngx_http_corelog_error_set(&err, NGX_HTTP_CONFLICT,
-                                   "The project already has a logtank for "
-                                   "this resource");
+    if (ngx_http_corelog_value_verdict(&ngx_http_corelog_logtank_stmt, res,
+                                       row, &err)
+        != NGX_OK)
+    {
         return ngx_http_corelog_reply_error(r, ctx, &err);
     }
 
@@ -292,33 +308,16 @@ ngx_http_corelog_logtank_reply(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    created.data = tank->created;
-    created.len = NGX_HTTP_CORELOG_LT_TIME_LEN;
+    values = ctx->data;
 
-    ngx_http_corelog_out_init(&out, r->pool, 512 + 6 * tank->resource.len);
+    len = values[NGX_HTTP_CORELOG_LOGTANK_RESOURCE].u.text.len;
 
-    ngx_http_corelog_out_lit(&out, "{\"logtank\":{\"id\":\"");
-    ngx_http_corelog_out_raw(&out, (char *) tank->id,
-                             NGX_HTTP_CORELOG_UUID_LEN);
-    ngx_http_corelog_out_lit(&out, "\",\"domain_id\":");
-    ngx_http_corelog_out_str_or_null(&out, ctx->auth.domain.len
-                                           ? &ctx->auth.domain : NULL);
-    ngx_http_corelog_out_lit(&out, ",\"project_id\":");
-    ngx_http_corelog_out_str(&out, &ctx->auth.project);
-    ngx_http_corelog_out_lit(&out, ",\"resource_type\":");
-    ngx_http_corelog_out_str(&out, &tank->type);
-    ngx_http_corelog_out_lit(&out, ",\"resource_id\":");
-    ngx_http_corelog_out_str(&out, &tank->resource);
-    ngx_http_corelog_out_lit(&out, ",\"log_group_id\":\"");
-    ngx_http_corelog_out_raw(&out, (char *) tank->group,
-                             NGX_HTTP_CORELOG_UUID_LEN);
-    ngx_http_corelog_out_lit(&out, "\",\"log_stream_id\":\"");
-    ngx_http_corelog_out_raw(&out, (char *) tank->stream,
-                             NGX_HTTP_CORELOG_UUID_LEN);
-    ngx_http_corelog_out_lit(&out, "\",\"status\":\"ACTIVE\",\"created_at\":");
-    ngx_http_corelog_out_str(&out, &created);
-    ngx_http_corelog_out_lit(&out, ",\"updated_at\":");
-    ngx_http_corelog_out_str(&out, &created);
+    ngx_http_corelog_out_init(&out, r->pool, 512 + 6 * len);
+
+    ngx_http_corelog_value_fields(&out, values,
+                                  ngx_http_corelog_logtank_fields,
+                                  sizeof(ngx_http_corelog_logtank_fields)
+                                  / sizeof(ngx_http_corelog_field_t));
     ngx_http_corelog_out_lit(&out, "},\"request_id\":");
     ngx_http_corelog_out_str(&out, &id);
     ngx_http_corelog_out_lit(&out, "}");

@@ -97,7 +97,8 @@ ngx_http_corelog_batch_op(ngx_http_request_t *r, ngx_http_corelog_stmt_t *stmt)
         return NULL;
     }
 
-    op->values = ngx_pcalloc(r->pool, stmt->nparams * sizeof(ngx_str_t));
+    op->values = ngx_pcalloc(r->pool,
+                             stmt->nparams * sizeof(ngx_http_corelog_value_t));
     if (op->values == NULL) {
         return NULL;
     }

@@ -20,9 +20,9 @@ static void ngx_http_corelog_log_invalid(ngx_http_request_t *r,
 
 
 static ngx_http_corelog_api_t  *ngx_http_corelog_apis[] = {
-    &ngx_http_corelog_api_corelog,
-    &ngx_http_corelog_api_channel,
-    &ngx_http_corelog_api_logtank,
+    &ngx_http_corelog_core_log_api,
+    &ngx_http_corelog_channel_log_api,
+    &ngx_http_corelog_logtank_api,
     NULL
 };
 

@@ -671,7 +671,7 @@ ngx_http_corelog_json_string(ngx_pool_t *pool, json_t *obj,
 }
 
 
-/* a required UUID string, written canonical (36 bytes) to out */
+/* a required UUID string, its 16 bytes to out */
 
 ngx_int_t
 ngx_http_corelog_json_uuid(ngx_pool_t *pool, json_t *obj, const char *field,
@@ -691,7 +691,7 @@ ngx_http_corelog_json_uuid(ngx_pool_t *pool, json_t *obj, const char *field,
         s.data = (u_char *) json_string_value(v);
         s.len = json_string_length(v);
 
-        if (ngx_http_corelog_uuid_parse(&s, out) == NGX_OK) {
+        if (ngx_http_corelog_uuid_bytes(&s, out) == NGX_OK) {
             return NGX_OK;
         }
     }

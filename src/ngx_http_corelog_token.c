@@ -132,10 +132,14 @@ static ngx_int_t ngx_http_corelog_token_hash(ngx_log_t *log,
     ngx_http_corelog_token_state_t *ts, ngx_str_t *token, u_char *hash);
 
 
-/* the result column types of the lookup, for ngx_http_corelog_batch */
+/* the lookup's one column: X(NAME, $n, "column", TYPE) */
 
-static u_char  ngx_http_corelog_token_columns[] = {
-    NGX_HTTP_CORELOG_COL_BYTEA            /* the token's SHA-256 */
+#define NGX_HTTP_CORELOG_TOKEN_PARAMS(X)                                     \
+    X(HASH,             2,  "hash",               BYTEA)  /* SHA-256 */
+
+
+static const ngx_http_corelog_column_t  ngx_http_corelog_token_columns[] = {
+    NGX_HTTP_CORELOG_TOKEN_PARAMS(NGX_HTTP_CORELOG_PARAM_COLUMN)
 };
 
 
@@ -152,11 +156,11 @@ static ngx_http_corelog_stmt_t  ngx_http_corelog_token_stmt = {
     "       CASE WHEN isfinite(t.expires_at) THEN"
     "         floor(extract(epoch FROM t.expires_at - now()) * 1000)::bigint"
     "       END"
-    "  FROM unnest($1::int[], $2::bytea[]) AS i(ord, hash)"
+    "  FROM " NGX_HTTP_CORELOG_UNNEST(NGX_HTTP_CORELOG_TOKEN_PARAMS)
     "  LEFT JOIN corelog.tokens AS t ON t.token_hash = i.hash",
 
     1, 1, { 0 }, ngx_http_corelog_token_columns,
-    NGX_HTTP_CORELOG_TOKEN_NCOLS, NGX_HTTP_CORELOG_KIND_LOOKUP
+    NGX_HTTP_CORELOG_TOKEN_NCOLS, NGX_HTTP_CORELOG_KIND_LOOKUP, NULL
 };
 
 
@@ -315,8 +319,8 @@ ngx_http_corelog_token_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    op->values[0].data = tc->hash;
-    op->values[0].len = NGX_HTTP_CORELOG_HASH_LEN;
+    ngx_http_corelog_value_bytea(&op->values[0], tc->hash,
+                                 NGX_HTTP_CORELOG_HASH_LEN);
     op->handler = ngx_http_corelog_token_looked_up;
     op->data = tc;
 

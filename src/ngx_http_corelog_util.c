@@ -13,21 +13,21 @@
 
 
 /*
- * Checks "8-4-4-4-12" hex digits in either case and writes the canonical
- * lower case form (36 bytes) to out; NGX_ERROR if it is not a UUID.
+ * "8-4-4-4-12" hex digits in either case as the 16 bytes of the UUID;
+ * NGX_ERROR if it is not a UUID.
  */
 
 ngx_int_t
-ngx_http_corelog_uuid_parse(ngx_str_t *in, u_char *out)
+ngx_http_corelog_uuid_bytes(ngx_str_t *in, u_char *uuid)
 {
-    u_char      ch;
-    ngx_uint_t  i;
+    u_char      ch, digit;
+    ngx_uint_t  i, n;
 
     if (in->len != NGX_HTTP_CORELOG_UUID_LEN) {
         return NGX_ERROR;
     }
 
-    for (i = 0; i < NGX_HTTP_CORELOG_UUID_LEN; i++) {
+    for (i = 0, n = 0; i < NGX_HTTP_CORELOG_UUID_LEN; i++) {
         ch = in->data[i];
 
         if (i == 8 || i == 13 || i == 18 || i == 23) {
@@ -35,24 +35,63 @@ ngx_http_corelog_uuid_parse(ngx_str_t *in, u_char *out)
                 return NGX_ERROR;
             }
 
-            out[i] = ch;
             continue;
         }
 
         if (ch >= '0' && ch <= '9') {
-            out[i] = ch;
-            continue;
+            digit = (u_char) (ch - '0');
+
+        } else {
+            ch |= 0x20;
+
+            if (ch < 'a' || ch > 'f') {
+                return NGX_ERROR;
+            }
+
+            digit = (u_char) (ch - 'a' + 10);
         }
 
-        ch |= 0x20;
+        if (n & 1) {
+            uuid[n++ / 2] |= digit;
 
-        if (ch >= 'a' && ch <= 'f') {
-            out[i] = ch;
-            continue;
+        } else {
+            uuid[n++ / 2] = (u_char) (digit << 4);
         }
+    }
 
+    return NGX_OK;
+}
+
+
+/* 16 bytes as "8-4-4-4-12" lower case hex digits: 36 bytes */
+
+u_char *
+ngx_http_corelog_uuid_text(u_char *out, u_char *uuid)
+{
+    out = ngx_hex_dump(out, uuid, 4);
+    *out++ = '-';
+    out = ngx_hex_dump(out, uuid + 4, 2);
+    *out++ = '-';
+    out = ngx_hex_dump(out, uuid + 6, 2);
+    *out++ = '-';
+    out = ngx_hex_dump(out, uuid + 8, 2);
+    *out++ = '-';
+    return ngx_hex_dump(out, uuid + 10, 6);
+}
+
+
+/* a UUID in its canonical lower case text (36 bytes to out), or NGX_ERROR */
+
+ngx_int_t
+ngx_http_corelog_uuid_parse(ngx_str_t *in, u_char *out)
+{
+    u_char  uuid[NGX_HTTP_CORELOG_UUID_SIZE];
+
+    if (ngx_http_corelog_uuid_bytes(in, uuid) != NGX_OK) {
         return NGX_ERROR;
     }
+
+    (void) ngx_http_corelog_uuid_text(out, uuid);
 
     return NGX_OK;
 }
@@ -91,13 +130,13 @@ ngx_http_corelog_random(u_char *buf, size_t len)
 
 /*
  * A UUIDv7 (RFC 9562): 48 bits of Unix time in milliseconds, then random
- * bits, version 7 and variant 10.  Written as 36 lower case characters.
+ * bits, version 7 and variant 10: 16 bytes to uuid.
  * Ids made by one worker in one millisecond are still increasing: the
  * random part of the later one is the earlier one's plus one.
  */
 
 void
-ngx_http_corelog_uuid_v7(u_char *out)
+ngx_http_corelog_uuid_v7(u_char *uuid)
 {
     u_char                      b[16];
     uint64_t                    ms;
@@ -146,30 +185,39 @@ ngx_http_corelog_uuid_v7(u_char *out)
         ngx_memcpy(w->uuid, b, 16);
     }
 
-    /* 8-4-4-4-12 */
-
-    out = ngx_hex_dump(out, b, 4);
-    *out++ = '-';
-    out = ngx_hex_dump(out, b + 4, 2);
-    *out++ = '-';
-    out = ngx_hex_dump(out, b + 6, 2);
-    *out++ = '-';
-    out = ngx_hex_dump(out, b + 8, 2);
-    *out++ = '-';
-    (void) ngx_hex_dump(out, b + 10, 6);
+    ngx_memcpy(uuid, b, 16);
 }
 
 
-/* "2025-07-10T11:00:00.000Z": NGX_HTTP_CORELOG_TIME_LEN bytes */
+/*
+ * "2025-07-10T11:00:00.000Z" (NGX_HTTP_CORELOG_TIME_LEN bytes), or with
+ * seconds "2025-07-10T11:00:00Z" (20): usec since 1970-01-01, UTC
+ */
 
-void
-ngx_http_corelog_time_rfc3339(u_char *out, time_t sec, ngx_msec_t msec)
+u_char *
+ngx_http_corelog_time_rfc3339(u_char *out, int64_t usec, ngx_uint_t seconds)
 {
+    time_t    sec;
+    int64_t   msec;
     ngx_tm_t  tm;
+
+    sec = (time_t) (usec / 1000000);
+    msec = (usec % 1000000) / 1000;
+
+    if (msec < 0) {
+        sec--;
+        msec += 1000;
+    }
 
     ngx_gmtime(sec, &tm);
 
-    (void) ngx_sprintf(out, "%4d-%02d-%02dT%02d:%02d:%02d.%03MZ",
+    if (seconds) {
+        return ngx_sprintf(out, "%4d-%02d-%02dT%02d:%02d:%02dZ",
+                           tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday,
+                           tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec);
+    }
+
+    return ngx_sprintf(out, "%4d-%02d-%02dT%02d:%02d:%02d.%03LZ",
                        tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday,
                        tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec, msec);
 }

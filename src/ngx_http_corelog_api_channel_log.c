@@ -20,41 +20,74 @@
 #define NGX_HTTP_CORELOG_CH_REFS_MAX      32
 
 
-enum {
-    NGX_HTTP_CORELOG_CH_ID = 0,
-    NGX_HTTP_CORELOG_CH_ACCOUNT,
-    NGX_HTTP_CORELOG_CH_CHANNEL,
-    NGX_HTTP_CORELOG_CH_REFERENCE,
-    NGX_HTTP_CORELOG_CH_LABEL,
-    NGX_HTTP_CORELOG_CH_BODY,
-    NGX_HTTP_CORELOG_CH_TYPE,
-    NGX_HTTP_CORELOG_CH_ALERT,
-    NGX_HTTP_CORELOG_CH_TAGS,
-    NGX_HTTP_CORELOG_CH_REFS,
-    NGX_HTTP_CORELOG_CH_CREATED,
-    NGX_HTTP_CORELOG_CH_NCOLS
-};
+/*
+ * The statement's columns (ngx_http_corelog.h: "A route declares its
+ * statement once"): X(NAME, $n, "column", TYPE)
+ */
+
+#define NGX_HTTP_CORELOG_CHANNEL_LOG_PARAMS(X)                               \
+    X(ID,               2,  "id",                 UUID)                      \
+    X(ACCOUNT,          3,  "account_id",         UUID)                      \
+    X(CHANNEL,          4,  "channel_id",         UUID)                      \
+    X(REFERENCE,        5,  "reference",          TEXT)                      \
+    X(LABEL,            6,  "label",              TEXT)                      \
+    X(BODY,             7,  "body",               TEXT)                      \
+    X(TYPE,             8,  "type",               TEXT)                      \
+    X(ALERT,            9,  "alert",              BOOL)                      \
+    X(TAGS,             10, "tags",               TEXT)  /* text[] literal */\
+    X(REFS,             11, "custom_references",  TEXT)  /* JSON */          \
+    X(CREATED,          12, "created_at",         TIMESTAMPTZ)
+
+/*
+ * Its result after the ordinal: X(NAME, "expression", status, message);
+ * the NOTIFY of an alerted log, only once its channel was found
+ */
+
+#define NGX_HTTP_CORELOG_CHANNEL_LOG_NOTIFY                                  \
+    "        CASE WHEN c.ch_ok AND c.alert THEN"                             \
+    "          pg_notify('corelog_alert', json_build_object("                \
+    "            'channel_id', c.channel_id, 'id', c.id, 'type', c.type,"    \
+    "            'label', left(c.label, 255),"                               \
+    "            'reference', left(c.reference, 255),"                       \
+    "            'created_at', to_char(c.created_at AT TIME ZONE 'UTC',"     \
+    "                                  'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"  \
+    "          )::text)"                                                     \
+    "        END"
+
+#define NGX_HTTP_CORELOG_CHANNEL_LOG_RESULT(X)                               \
+    X(CH_OK,      "c.ch_ok",  NGX_HTTP_NOT_FOUND, "Channel not found")       \
+    X(NOTIFY,     NGX_HTTP_CORELOG_CHANNEL_LOG_NOTIFY, 0, NULL)
 
 
-typedef struct {
-    u_char                    id[NGX_HTTP_CORELOG_UUID_LEN];
-    u_char                    channel[NGX_HTTP_CORELOG_UUID_LEN];
-    u_char                    created[NGX_HTTP_CORELOG_TIME_LEN];
-} ngx_http_corelog_channel_log_t;
+#define NGX_HTTP_CORELOG_COL(name)  NGX_HTTP_CORELOG_CHANNEL_LOG_##name
+#define NGX_HTTP_CORELOG_RES(name)  NGX_HTTP_CORELOG_CHANNEL_LOG_R_##name
+
+NGX_HTTP_CORELOG_ROUTE_ENUMS(NGX_HTTP_CORELOG_CHANNEL_LOG_PARAMS,
+                             NGX_HTTP_CORELOG_CHANNEL_LOG_RESULT)
 
 
-static ngx_int_t ngx_http_corelog_channel_prepare(ngx_http_request_t *r,
+/* the results of a tag: added (or a duplicate, dropped), or refused */
+
+typedef enum {
+    NGX_HTTP_CORELOG_CH_TAG_OK = 0,
+    NGX_HTTP_CORELOG_CH_TAG_LONG,
+    NGX_HTTP_CORELOG_CH_TAG_MANY
+} ngx_http_corelog_channel_log_tag_e;
+
+
+static ngx_int_t ngx_http_corelog_channel_log_prepare(ngx_http_request_t *r,
     ngx_http_corelog_ctx_t *ctx, json_t *body, ngx_http_corelog_op_t *op,
     ngx_http_corelog_error_t *err);
-static ngx_int_t ngx_http_corelog_channel_reply(ngx_http_request_t *r,
+static ngx_int_t ngx_http_corelog_channel_log_reply(ngx_http_request_t *r,
     ngx_http_corelog_ctx_t *ctx, PGresult *res, int row);
-static ngx_int_t ngx_http_corelog_channel_tags(ngx_http_request_t *r,
+static ngx_int_t ngx_http_corelog_channel_log_tags(ngx_http_request_t *r,
     json_t *body, ngx_str_t *out, ngx_http_corelog_error_t *err);
-static ngx_int_t ngx_http_corelog_channel_tag_add(ngx_str_t *tags,
-    ngx_uint_t *n, u_char *p, u_char *last);
-static ngx_int_t ngx_http_corelog_channel_refs(ngx_http_request_t *r,
+static ngx_http_corelog_channel_log_tag_e
+    ngx_http_corelog_channel_log_tag_add(ngx_str_t *tags, ngx_uint_t *n,
+    u_char *p, u_char *last);
+static ngx_int_t ngx_http_corelog_channel_log_refs(ngx_http_request_t *r,
     json_t *body, ngx_str_t *out, ngx_http_corelog_error_t *err);
-static ngx_int_t ngx_http_corelog_channel_ref(ngx_http_request_t *r,
+static ngx_int_t ngx_http_corelog_channel_log_ref(ngx_http_request_t *r,
     ngx_http_corelog_out_t *out, const char *name, json_t *value,
     ngx_str_t *names, ngx_uint_t *n, ngx_http_corelog_error_t *err);
 
@@ -69,20 +102,18 @@ static ngx_str_t  ngx_http_corelog_channel_types[] = {
 };
 
 
-/* the types of $2.. in the statement below, in the order of the columns */
+static const ngx_http_corelog_column_t
+    ngx_http_corelog_channel_log_columns[] =
+{
+    NGX_HTTP_CORELOG_CHANNEL_LOG_PARAMS(NGX_HTTP_CORELOG_PARAM_COLUMN)
+};
 
-static u_char  ngx_http_corelog_channel_columns[] = {
-    NGX_HTTP_CORELOG_COL_UUID,            /* id */
-    NGX_HTTP_CORELOG_COL_UUID,            /* account */
-    NGX_HTTP_CORELOG_COL_UUID,            /* channel */
-    NGX_HTTP_CORELOG_COL_TEXT,            /* reference */
-    NGX_HTTP_CORELOG_COL_TEXT,            /* label */
-    NGX_HTTP_CORELOG_COL_TEXT,            /* body */
-    NGX_HTTP_CORELOG_COL_TEXT,            /* type */
-    NGX_HTTP_CORELOG_COL_BOOL,            /* alert */
-    NGX_HTTP_CORELOG_COL_TEXT,            /* tags, an array literal */
-    NGX_HTTP_CORELOG_COL_TEXT,            /* custom references, JSON */
-    NGX_HTTP_CORELOG_COL_TIMESTAMPTZ      /* created */
+
+static const ngx_http_corelog_result_t
+    ngx_http_corelog_channel_log_results[] =
+{
+    { "c.ord", 0, NULL },
+    NGX_HTTP_CORELOG_CHANNEL_LOG_RESULT(NGX_HTTP_CORELOG_RESULT_COLUMN)
 };
 
 
@@ -92,16 +123,12 @@ static u_char  ngx_http_corelog_channel_columns[] = {
  * hear of it once it is committed, and only then.
  */
 
-static ngx_http_corelog_stmt_t  ngx_http_corelog_channel_stmt = {
+static ngx_http_corelog_stmt_t  ngx_http_corelog_channel_log_stmt = {
     "channel_log_insert",
 
     "WITH input AS ("
-    "  SELECT * FROM unnest($1::int[], $2::uuid[], $3::uuid[], $4::uuid[],"
-    "                       $5::text[], $6::text[], $7::text[], $8::text[],"
-    "                       $9::bool[], $10::text[], $11::text[],"
-    "                       $12::timestamptz[])"
-    "    AS i(ord, id, account_id, channel_id, reference, label, body, type,"
-    "         alert, tags, custom_references, created_at)"
+    "  SELECT * FROM "
+    NGX_HTTP_CORELOG_UNNEST(NGX_HTTP_CORELOG_CHANNEL_LOG_PARAMS)
     "), checked AS ("
     "  SELECT i.*, ch.id IS NOT NULL AS ch_ok"
     "    FROM input i"
@@ -116,75 +143,76 @@ static ngx_http_corelog_stmt_t  ngx_http_corelog_channel_stmt = {
     "    FROM checked WHERE ch_ok"
     "  RETURNING id"
     ")"
-    " SELECT c.ord, c.ch_ok,"
-    "        CASE WHEN c.ch_ok AND c.alert THEN"
-    "          pg_notify('corelog_alert', json_build_object("
-    "            'channel_id', c.channel_id, 'id', c.id, 'type', c.type,"
-    "            'label', left(c.label, 255),"
-    "            'reference', left(c.reference, 255),"
-    "            'created_at', to_char(c.created_at AT TIME ZONE 'UTC',"
-    "                                  'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
-    "          )::text)"
-    "        END"
+    NGX_HTTP_CORELOG_SELECT(NGX_HTTP_CORELOG_CHANNEL_LOG_RESULT)
     "   FROM checked c",
 
-    NGX_HTTP_CORELOG_CH_NCOLS, 1, { 0 },
-    ngx_http_corelog_channel_columns,
-    3, NGX_HTTP_CORELOG_KIND_WRITE
+    NGX_HTTP_CORELOG_CHANNEL_LOG_NCOLS, 1, { 0 },
+    ngx_http_corelog_channel_log_columns,
+    NGX_HTTP_CORELOG_CHANNEL_LOG_R_NFIELDS, NGX_HTTP_CORELOG_KIND_WRITE,
+    ngx_http_corelog_channel_log_results
 };
 
 
-ngx_http_corelog_api_t  ngx_http_corelog_api_channel = {
+ngx_http_corelog_api_t  ngx_http_corelog_channel_log_api = {
     ngx_string("channel_log"),
     0,
-    &ngx_http_corelog_channel_stmt,
-    ngx_http_corelog_channel_prepare,
-    ngx_http_corelog_channel_reply,
+    &ngx_http_corelog_channel_log_stmt,
+    ngx_http_corelog_channel_log_prepare,
+    ngx_http_corelog_channel_log_reply,
     ngx_http_corelog_reply_error_corelog
 };
 
 
 static ngx_int_t
-ngx_http_corelog_channel_prepare(ngx_http_request_t *r,
+ngx_http_corelog_channel_log_prepare(ngx_http_request_t *r,
     ngx_http_corelog_ctx_t *ctx, json_t *body, ngx_http_corelog_op_t *op,
     ngx_http_corelog_error_t *err)
 {
-    json_t                          *v;
-    ngx_str_t                        type, tags, refs, *t, *values;
-    ngx_time_t                      *tp;
-    ngx_uint_t                       alert;
-    ngx_http_corelog_channel_log_t  *cl;
+    json_t                    *v;
+    ngx_str_t                  type, tags, refs, reference, label, text, *t;
+    ngx_uint_t                 alert;
+    ngx_http_corelog_value_t  *values;
+    u_char                     uuid[NGX_HTTP_CORELOG_UUID_SIZE];
 
-    cl = ngx_pcalloc(r->pool, sizeof(ngx_http_corelog_channel_log_t));
-    if (cl == NULL) {
-        return NGX_ERROR;
+    values = op->values;
+    ctx->data = values;
+
+    if (ngx_http_corelog_json_uuid(r->pool, body, "channel_id", uuid, err)
+        == NGX_OK)
+    {
+        ngx_http_corelog_value_uuid(
+                           &values[NGX_HTTP_CORELOG_CHANNEL_LOG_CHANNEL], uuid);
     }
 
-    ctx->data = cl;
-    values = op->values;
-
-    (void) ngx_http_corelog_json_uuid(r->pool, body, "channel_id",
-                                      cl->channel, err);
-
-    (void) ngx_http_corelog_json_string(r->pool, body, "reference", 0,
-                                        NGX_HTTP_CORELOG_CH_TEXT_MAX, 0,
-                                        &values[NGX_HTTP_CORELOG_CH_REFERENCE],
-                                        err);
+    if (ngx_http_corelog_json_string(r->pool, body, "reference", 0,
+                                     NGX_HTTP_CORELOG_CH_TEXT_MAX, 0,
+                                     &reference, err)
+        == NGX_OK)
+    {
+        ngx_http_corelog_value_text(
+                       &values[NGX_HTTP_CORELOG_CHANNEL_LOG_REFERENCE],
+                       &reference);
+    }
 
     if (ngx_http_corelog_json_string(r->pool, body, "label", 0,
                                      NGX_HTTP_CORELOG_CH_TEXT_MAX, 0,
-                                     &values[NGX_HTTP_CORELOG_CH_LABEL], err)
+                                     &label, err)
         == NGX_OK
         && ngx_http_corelog_json_string(r->pool, body, "body", 0, 0,
                                         NGX_HTTP_CORELOG_CH_BODY_MAX,
-                                        &values[NGX_HTTP_CORELOG_CH_BODY], err)
-           == NGX_OK
-        && values[NGX_HTTP_CORELOG_CH_LABEL].len == 0
-        && values[NGX_HTTP_CORELOG_CH_BODY].len == 0)
+                                        &text, err)
+           == NGX_OK)
     {
-        ngx_http_corelog_error_field(err, "label",
-                                     "label or body is required: "
-                                     "at least one of them, not empty");
+        if (label.len == 0 && text.len == 0) {
+            ngx_http_corelog_error_field(err, "label",
+                                         "label or body is required: "
+                                         "at least one of them, not empty");
+        }
+
+        ngx_http_corelog_value_text(&values[NGX_HTTP_CORELOG_CHANNEL_LOG_LABEL],
+                                    &label);
+        ngx_http_corelog_value_text(&values[NGX_HTTP_CORELOG_CHANNEL_LOG_BODY],
+                                    &text);
     }
 
     /* type: one of the five, information by default */
@@ -212,7 +240,8 @@ ngx_http_corelog_channel_prepare(ngx_http_request_t *r,
                                          "information");
         }
 
-        values[NGX_HTTP_CORELOG_CH_TYPE] = *t;
+        ngx_http_corelog_value_text(&values[NGX_HTTP_CORELOG_CHANNEL_LOG_TYPE],
+                                    t);
     }
 
     /* alert: false by default */
@@ -229,8 +258,8 @@ ngx_http_corelog_channel_prepare(ngx_http_request_t *r,
         }
     }
 
-    if (ngx_http_corelog_channel_tags(r, body, &tags, err) == NGX_ERROR
-        || ngx_http_corelog_channel_refs(r, body, &refs, err) == NGX_ERROR)
+    if (ngx_http_corelog_channel_log_tags(r, body, &tags, err) == NGX_ERROR
+        || ngx_http_corelog_channel_log_refs(r, body, &refs, err) == NGX_ERROR)
     {
         return NGX_ERROR;
     }
@@ -239,28 +268,28 @@ ngx_http_corelog_channel_prepare(ngx_http_request_t *r,
         return NGX_DECLINED;
     }
 
-    ngx_http_corelog_uuid_v7(cl->id);
+    ngx_http_corelog_value_bool(&values[NGX_HTTP_CORELOG_CHANNEL_LOG_ALERT],
+                                alert);
+    ngx_http_corelog_value_text(&values[NGX_HTTP_CORELOG_CHANNEL_LOG_TAGS],
+                                &tags);
+    ngx_http_corelog_value_text(&values[NGX_HTTP_CORELOG_CHANNEL_LOG_REFS],
+                                &refs);
 
-    tp = ngx_timeofday();
-    ngx_http_corelog_time_rfc3339(cl->created, tp->sec, tp->msec);
+    /* the server's own fields */
 
-    values[NGX_HTTP_CORELOG_CH_ID].data = cl->id;
-    values[NGX_HTTP_CORELOG_CH_ID].len = NGX_HTTP_CORELOG_UUID_LEN;
-    values[NGX_HTTP_CORELOG_CH_ACCOUNT] = ctx->auth.account;
-    values[NGX_HTTP_CORELOG_CH_CHANNEL].data = cl->channel;
-    values[NGX_HTTP_CORELOG_CH_CHANNEL].len = NGX_HTTP_CORELOG_UUID_LEN;
+    ngx_http_corelog_value_uuid_v7(&values[NGX_HTTP_CORELOG_CHANNEL_LOG_ID]);
+    ngx_http_corelog_value_now(&values[NGX_HTTP_CORELOG_CHANNEL_LOG_CREATED],
+                               0);
 
-    if (alert) {
-        ngx_str_set(&values[NGX_HTTP_CORELOG_CH_ALERT], "t");
-
-    } else {
-        ngx_str_set(&values[NGX_HTTP_CORELOG_CH_ALERT], "f");
+    if (ngx_http_corelog_value_uuid_parse(
+                              &values[NGX_HTTP_CORELOG_CHANNEL_LOG_ACCOUNT],
+                              &ctx->auth.account)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
     }
 
-    values[NGX_HTTP_CORELOG_CH_TAGS] = tags;
-    values[NGX_HTTP_CORELOG_CH_REFS] = refs;
-    values[NGX_HTTP_CORELOG_CH_CREATED].data = cl->created;
-    values[NGX_HTTP_CORELOG_CH_CREATED].len = NGX_HTTP_CORELOG_TIME_LEN;
+    ngx_http_corelog_value_debug(r, &ngx_http_corelog_channel_log_api.name, op);
 
     return NGX_OK;
 }
@@ -272,15 +301,16 @@ ngx_http_corelog_channel_prepare(ngx_http_request_t *r,
  */
 
 static ngx_int_t
-ngx_http_corelog_channel_tags(ngx_http_request_t *r, json_t *body,
+ngx_http_corelog_channel_log_tags(ngx_http_request_t *r, json_t *body,
     ngx_str_t *out, ngx_http_corelog_error_t *err)
 {
     u_char      *p, *last, *start, *q;
     size_t       size, i;
     json_t      *v, *item;
-    ngx_int_t    rc;
     ngx_str_t    tags[NGX_HTTP_CORELOG_CH_TAGS_MAX + 1];
     ngx_uint_t   n, items;
+
+    ngx_http_corelog_channel_log_tag_e  rc;
 
     ngx_str_set(out, "{}");
 
@@ -291,25 +321,25 @@ ngx_http_corelog_channel_tags(ngx_http_request_t *r, json_t *body,
     }
 
     n = 0;
-    rc = NGX_OK;
+    rc = NGX_HTTP_CORELOG_CH_TAG_OK;
 
     if (json_is_string(v)) {
         p = (u_char *) json_string_value(v);
         last = p + json_string_length(v);
         items = 0;
 
-        for (start = p; rc == NGX_OK; start = p + 1) {
+        for (start = p; rc == NGX_HTTP_CORELOG_CH_TAG_OK; start = p + 1) {
             p = ngx_strlchr(start, last, ',');
             if (p == NULL) {
                 p = last;
             }
 
             if (++items > NGX_HTTP_CORELOG_CH_TAGS_IN_MAX) {
-                rc = NGX_DECLINED;
+                rc = NGX_HTTP_CORELOG_CH_TAG_MANY;
                 break;
             }
 
-            rc = ngx_http_corelog_channel_tag_add(tags, &n, start, p);
+            rc = ngx_http_corelog_channel_log_tag_add(tags, &n, start, p);
 
             if (p == last) {
                 break;
@@ -319,10 +349,13 @@ ngx_http_corelog_channel_tags(ngx_http_request_t *r, json_t *body,
     } else if (json_is_array(v)) {
 
         if (json_array_size(v) > NGX_HTTP_CORELOG_CH_TAGS_IN_MAX) {
-            rc = NGX_DECLINED;
+            rc = NGX_HTTP_CORELOG_CH_TAG_MANY;
         }
 
-        for (i = 0; rc == NGX_OK && i < json_array_size(v); i++) {
+        for (i = 0;
+             rc == NGX_HTTP_CORELOG_CH_TAG_OK && i < json_array_size(v);
+             i++)
+        {
             item = json_array_get(v, i);
 
             if (!json_is_string(item)) {
@@ -333,8 +366,8 @@ ngx_http_corelog_channel_tags(ngx_http_request_t *r, json_t *body,
             }
 
             p = (u_char *) json_string_value(item);
-            rc = ngx_http_corelog_channel_tag_add(tags, &n, p,
-                                              p + json_string_length(item));
+            rc = ngx_http_corelog_channel_log_tag_add(tags, &n, p,
+                                                  p + json_string_length(item));
         }
 
     } else {
@@ -344,7 +377,7 @@ ngx_http_corelog_channel_tags(ngx_http_request_t *r, json_t *body,
         return NGX_DECLINED;
     }
 
-    if (rc == NGX_ERROR) {
+    if (rc == NGX_HTTP_CORELOG_CH_TAG_LONG) {
         ngx_http_corelog_error_fieldf(r->pool, err, "tags",
                                       "must each be at most %d "
                                       "characters",
@@ -352,7 +385,7 @@ ngx_http_corelog_channel_tags(ngx_http_request_t *r, json_t *body,
         return NGX_DECLINED;
     }
 
-    if (rc == NGX_DECLINED) {
+    if (rc == NGX_HTTP_CORELOG_CH_TAG_MANY) {
         ngx_http_corelog_error_fieldf(r->pool, err, "tags",
                                       "must hold at most %d tags",
                                       NGX_HTTP_CORELOG_CH_TAGS_MAX);
@@ -400,11 +433,11 @@ ngx_http_corelog_channel_tags(ngx_http_request_t *r, json_t *body,
 }
 
 
-/* NGX_OK, NGX_ERROR: a tag too long, NGX_DECLINED: too many tags */
+/* one tag: added, dropped as empty or a duplicate, or refused */
 
-static ngx_int_t
-ngx_http_corelog_channel_tag_add(ngx_str_t *tags, ngx_uint_t *n, u_char *p,
-    u_char *last)
+static ngx_http_corelog_channel_log_tag_e
+ngx_http_corelog_channel_log_tag_add(ngx_str_t *tags, ngx_uint_t *n,
+    u_char *p, u_char *last)
 {
     ngx_str_t   tag;
     ngx_uint_t  i;
@@ -422,31 +455,31 @@ ngx_http_corelog_channel_tag_add(ngx_str_t *tags, ngx_uint_t *n, u_char *p,
     }
 
     if (p == last) {
-        return NGX_OK;
+        return NGX_HTTP_CORELOG_CH_TAG_OK;
     }
 
     tag.data = p;
     tag.len = last - p;
 
     if (ngx_http_corelog_utf8_length(&tag) > NGX_HTTP_CORELOG_CH_TAG_MAX) {
-        return NGX_ERROR;
+        return NGX_HTTP_CORELOG_CH_TAG_LONG;
     }
 
     for (i = 0; i < *n; i++) {
         if (tags[i].len == tag.len
             && ngx_strncmp(tags[i].data, tag.data, tag.len) == 0)
         {
-            return NGX_OK;
+            return NGX_HTTP_CORELOG_CH_TAG_OK;
         }
     }
 
     if (*n == NGX_HTTP_CORELOG_CH_TAGS_MAX) {
-        return NGX_DECLINED;
+        return NGX_HTTP_CORELOG_CH_TAG_MANY;
     }
 
     tags[(*n)++] = tag;
 
-    return NGX_OK;
+    return NGX_HTTP_CORELOG_CH_TAG_OK;
 }
 
 
@@ -456,7 +489,7 @@ ngx_http_corelog_channel_tag_add(ngx_str_t *tags, ngx_uint_t *n, u_char *p,
  */
 
 static ngx_int_t
-ngx_http_corelog_channel_refs(ngx_http_request_t *r, json_t *body,
+ngx_http_corelog_channel_log_refs(ngx_http_request_t *r, json_t *body,
     ngx_str_t *out, ngx_http_corelog_error_t *err)
 {
     size_t                   i;
@@ -489,8 +522,8 @@ ngx_http_corelog_channel_refs(ngx_http_request_t *r, json_t *body,
 
     if (json_is_object(v)) {
         json_object_foreach(v, name, value) {
-            rc = ngx_http_corelog_channel_ref(r, &o, name, value, names, &n,
-                                              err);
+            rc = ngx_http_corelog_channel_log_ref(r, &o, name, value, names,
+                                                  &n, err);
             if (rc != NGX_OK) {
                 return rc;
             }
@@ -509,8 +542,8 @@ ngx_http_corelog_channel_refs(ngx_http_request_t *r, json_t *body,
             }
 
             json_object_foreach(item, name, value) {
-                rc = ngx_http_corelog_channel_ref(r, &o, name, value, names,
-                                                  &n, err);
+                rc = ngx_http_corelog_channel_log_ref(r, &o, name, value,
+                                                      names, &n, err);
                 if (rc != NGX_OK) {
                     return rc;
                 }
@@ -532,7 +565,7 @@ ngx_http_corelog_channel_refs(ngx_http_request_t *r, json_t *body,
 
 
 static ngx_int_t
-ngx_http_corelog_channel_ref(ngx_http_request_t *r,
+ngx_http_corelog_channel_log_ref(ngx_http_request_t *r,
     ngx_http_corelog_out_t *out, const char *name, json_t *value,
     ngx_str_t *names, ngx_uint_t *n, ngx_http_corelog_error_t *err)
 {
@@ -624,16 +657,16 @@ ngx_http_corelog_channel_ref(ngx_http_request_t *r,
 
 
 static ngx_int_t
-ngx_http_corelog_channel_reply(ngx_http_request_t *r,
+ngx_http_corelog_channel_log_reply(ngx_http_request_t *r,
     ngx_http_corelog_ctx_t *ctx, PGresult *res, int row)
 {
     ngx_http_corelog_out_t    out;
     ngx_http_corelog_error_t  err;
 
-    if (PQgetvalue(res, row, 1)[0] != 't') {
-        err.nfields = 0;
-        ngx_http_corelog_error_set(&err, NGX_HTTP_NOT_FOUND,
-                                   "Channel not found");
+    if (ngx_http_corelog_value_verdict(&ngx_http_corelog_channel_log_stmt,
+                                       res, row, &err)
+        != NGX_OK)
+    {
         return ngx_http_corelog_reply_error(r, ctx, &err);
     }
 
