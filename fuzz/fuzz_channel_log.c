@@ -10,7 +10,7 @@
 #include "ngx_http_corelog_fuzz.h"
 
 
-/* the statement's columns (src/ngx_http_corelog_api_channel.c) */
+/* the statement's columns (src/ngx_http_corelog_channel_log_api_log.c) */
 
 enum {
     FUZZ_CH_ID = 0,
@@ -36,19 +36,21 @@ static const char  *ngx_http_corelog_fuzz_types[] = {
     "page_view", "action", "success", "error", "information", NULL
 };
 
-static const char  *ngx_http_corelog_fuzz_bools[] = { "t", "f", NULL };
 
 
 int
 LLVMFuzzerInitialize(int *argc, char ***argv)
 {
+    ngx_http_corelog_stmt_t  *stmt;
+
     ngx_http_corelog_fuzz_init();
 
-    if (ngx_http_corelog_api_channel.stmt->nparams != FUZZ_CH_NCOLS) {
+    stmt = ngx_http_corelog_channel_log_api.stmt;
+
+    if (stmt->nparams != FUZZ_CH_NCOLS) {
         ngx_http_corelog_fuzz_fail(NULL, 0, "channel_log: the statement has "
                                    "%lu columns, the harness knows %d",
-                                   (unsigned long)
-                                   ngx_http_corelog_api_channel.stmt->nparams,
+                                   (unsigned long) stmt->nparams,
                                    FUZZ_CH_NCOLS);
     }
 
@@ -62,7 +64,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     ngx_uint_t                     i;
     ngx_http_corelog_fuzz_body_t   fb;
 
-    if (ngx_http_corelog_fuzz_request(&fb, &ngx_http_corelog_api_channel,
+    if (ngx_http_corelog_fuzz_request(&fb, &ngx_http_corelog_channel_log_api,
                                       data, size)
         != NGX_OK)
     {
@@ -80,7 +82,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* NGX_OK: the row, column by column (docs/api.md) */
 
     for (i = 0; i < FUZZ_CH_NCOLS; i++) {
-        if (fb.op->values[i].data == NULL
+        if (fb.op->values[i].null
             && i != FUZZ_CH_REFERENCE && i != FUZZ_CH_LABEL
             && i != FUZZ_CH_BODY && i != FUZZ_CH_REFS)
         {
@@ -98,8 +100,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     ngx_http_corelog_fuzz_text(&fb, FUZZ_CH_LABEL, "label", 1, 0, 255, 0);
     ngx_http_corelog_fuzz_text(&fb, FUZZ_CH_BODY, "body", 1, 0, 0, 65536);
 
-    if (fb.op->values[FUZZ_CH_LABEL].len == 0
-        && fb.op->values[FUZZ_CH_BODY].len == 0)
+    if (fb.op->values[FUZZ_CH_LABEL].u.text.len == 0
+        && fb.op->values[FUZZ_CH_BODY].u.text.len == 0)
     {
         ngx_http_corelog_fuzz_fail(data, size,
                                    "NGX_OK with neither label nor body");
@@ -107,16 +109,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     ngx_http_corelog_fuzz_one_of(&fb, FUZZ_CH_TYPE, "type",
                                  ngx_http_corelog_fuzz_types);
-    ngx_http_corelog_fuzz_one_of(&fb, FUZZ_CH_ALERT, "alert",
-                                 ngx_http_corelog_fuzz_bools);
 
     ngx_http_corelog_fuzz_tags(&fb);
     ngx_http_corelog_fuzz_refs(&fb);
 
-    if (fb.op->values[FUZZ_CH_CREATED].len != NGX_HTTP_CORELOG_TIME_LEN) {
-        ngx_http_corelog_fuzz_fail(data, size, "NGX_OK with created_at of "
-                                   "%lu bytes", (unsigned long)
-                                   fb.op->values[FUZZ_CH_CREATED].len);
+    if (fb.op->values[FUZZ_CH_CREATED].seconds) {
+        ngx_http_corelog_fuzz_fail(data, size, "NGX_OK with created_at "
+                                   "in seconds, not milliseconds");
     }
 
     ngx_http_corelog_fuzz_done(&fb);
@@ -140,7 +139,7 @@ ngx_http_corelog_fuzz_tags(ngx_http_corelog_fuzz_body_t *fb)
     const char  *bad;
     u_char       buf[4 * 64 + 1];
 
-    v = &fb->op->values[FUZZ_CH_TAGS];
+    v = &fb->op->values[FUZZ_CH_TAGS].u.text;
     p = v->data;
     last = p + v->len;
     n = 0;
@@ -271,11 +270,11 @@ ngx_http_corelog_fuzz_refs(ngx_http_corelog_fuzz_body_t *fb)
     const char    *name, *bad;
     json_error_t   jerr;
 
-    v = &fb->op->values[FUZZ_CH_REFS];
-
-    if (v->data == NULL) {
+    if (fb->op->values[FUZZ_CH_REFS].null) {
         return;
     }
+
+    v = &fb->op->values[FUZZ_CH_REFS].u.text;
 
     /* jansson's own allocator: the module restored it after its parse */
 

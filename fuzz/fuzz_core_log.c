@@ -12,7 +12,7 @@
 #include <math.h>
 
 
-/* the statement's columns (src/ngx_http_corelog_api_corelog.c) */
+/* the statement's columns (src/ngx_http_corelog_api_core_log.c) */
 
 enum {
     FUZZ_CL_ID = 0,
@@ -46,11 +46,11 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     ngx_http_corelog_fuzz_init();
 
-    if (ngx_http_corelog_api_corelog.stmt->nparams != FUZZ_CL_NCOLS) {
+    if (ngx_http_corelog_core_log_api.stmt->nparams != FUZZ_CL_NCOLS) {
         ngx_http_corelog_fuzz_fail(NULL, 0, "core_log: the statement has "
                                    "%lu columns, the harness knows %d",
                                    (unsigned long)
-                                   ngx_http_corelog_api_corelog.stmt->nparams,
+                                   ngx_http_corelog_core_log_api.stmt->nparams,
                                    FUZZ_CL_NCOLS);
     }
 
@@ -63,13 +63,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     double                         elapsed;
     ngx_int_t                      status;
-    ngx_str_t                     *v;
     ngx_uint_t                     path, i;
     const char                    *level;
     ngx_http_complex_value_t      *cv;
     ngx_http_corelog_fuzz_body_t   fb;
 
-    if (ngx_http_corelog_fuzz_request(&fb, &ngx_http_corelog_api_corelog,
+    if (ngx_http_corelog_fuzz_request(&fb, &ngx_http_corelog_core_log_api,
                                       data, size)
         != NGX_OK)
     {
@@ -124,7 +123,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
 
     for (i = 0; i < FUZZ_CL_NCOLS; i++) {
-        if (i != FUZZ_CL_USER && fb.op->values[i].data == NULL) {
+        if (i != FUZZ_CL_USER && fb.op->values[i].null) {
             ngx_http_corelog_fuzz_fail(data, size,
                                        "NGX_OK with column %lu NULL",
                                        (unsigned long) i);
@@ -136,8 +135,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     ngx_http_corelog_fuzz_equal(&fb, FUZZ_CL_TRAFFIC_SOURCE,
                                 "trafficSourceId", FUZZ_CL_PATH);
 
-    v = &fb.op->values[FUZZ_CL_STATUS];
-    status = ngx_atoi(v->data, v->len);
+    status = fb.op->values[FUZZ_CL_STATUS].u.int4;
 
     if (status < 100 || status > 599) {
         ngx_http_corelog_fuzz_fail(data, size, "NGX_OK with status %ld",
@@ -150,8 +148,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     level = status < 400 ? "info" : status < 500 ? "warning" : "fatal";
     ngx_http_corelog_fuzz_equal(&fb, FUZZ_CL_LEVEL, "level", level);
 
-    ngx_memcpy(&elapsed, fb.op->values[FUZZ_CL_ELAPSED].data,
-               sizeof(double));
+    elapsed = fb.op->values[FUZZ_CL_ELAPSED].u.float8;
 
     if (!(elapsed >= 0 && elapsed <= 86400000.0) || signbit(elapsed)) {
         ngx_http_corelog_fuzz_fail(data, size, "NGX_OK with elapsedTime %g",
@@ -161,10 +158,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     ngx_http_corelog_fuzz_text(&fb, FUZZ_CL_USER, "trafficUserId", 1, 0,
                                255, 0);
 
-    if (fb.op->values[FUZZ_CL_CREATED].len != NGX_HTTP_CORELOG_TIME_LEN) {
-        ngx_http_corelog_fuzz_fail(data, size, "NGX_OK with createdAt of "
-                                   "%lu bytes", (unsigned long)
-                                   fb.op->values[FUZZ_CL_CREATED].len);
+    if (fb.op->values[FUZZ_CL_CREATED].seconds) {
+        ngx_http_corelog_fuzz_fail(data, size, "NGX_OK with createdAt "
+                                   "in seconds, not milliseconds");
     }
 
     ngx_http_corelog_fuzz_done(&fb);

@@ -30,8 +30,8 @@ static void ngx_http_corelog_fuzz_check_values(
     ngx_http_corelog_fuzz_body_t *fb);
 static void ngx_http_corelog_fuzz_check_error(
     ngx_http_corelog_fuzz_body_t *fb);
-static ngx_int_t ngx_http_corelog_fuzz_uuid(ngx_str_t *v);
-static ngx_int_t ngx_http_corelog_fuzz_time(ngx_str_t *v);
+static ngx_str_t *ngx_http_corelog_fuzz_value_text(
+    ngx_http_corelog_fuzz_body_t *fb, ngx_uint_t col, const char *name);
 
 
 ngx_log_t                    ngx_http_corelog_fuzz_log;
@@ -564,7 +564,9 @@ ngx_http_corelog_fuzz_run(ngx_http_corelog_fuzz_body_t *fb)
 void
 ngx_http_corelog_fuzz_check(ngx_http_corelog_fuzz_body_t *fb)
 {
-    ngx_uint_t  i;
+    ngx_uint_t                 i;
+    ngx_http_corelog_out_t     out;
+    ngx_http_corelog_value_t  *v;
 
     if (ngx_http_corelog_fuzz_verbose) {
         /* CORELOG_FUZZ_LOG=1: what became of the input */
@@ -590,15 +592,20 @@ ngx_http_corelog_fuzz_check(ngx_http_corelog_fuzz_body_t *fb)
             for (i = 0; i < fb->op->stmt->nparams; i++) {
                 fprintf(stderr, "\n    $%lu: ", (unsigned long) i + 2);
 
-                if (fb->op->values[i].data == NULL) {
-                    fprintf(stderr, "NULL");
+                v = &fb->op->values[i];
+
+                if (v->type == NGX_HTTP_CORELOG_COL_BYTEA) {
+                    fprintf(stderr, "%lu bytes", (unsigned long) v->u.text.len);
                     continue;
                 }
 
-                fprintf(stderr, "\"");
-                ngx_http_corelog_fuzz_escape(stderr, fb->op->values[i].data,
-                                             fb->op->values[i].len, 200);
-                fprintf(stderr, "\"");
+                ngx_http_corelog_out_init(&out, fb->pool, 64);
+                ngx_http_corelog_value_json(&out, v);
+
+                if (!out.failed) {
+                    ngx_http_corelog_fuzz_escape(stderr, out.start,
+                                                 out.pos - out.start, 200);
+                }
             }
         }
 
@@ -639,13 +646,11 @@ ngx_http_corelog_fuzz_done(ngx_http_corelog_fuzz_body_t *fb)
 static void
 ngx_http_corelog_fuzz_check_values(ngx_http_corelog_fuzz_body_t *fb)
 {
-    u_char                    type;
-    double                    d;
-    ngx_str_t                *v;
-    ngx_uint_t                i, j;
-    const char               *bad;
-    ngx_http_corelog_op_t    *op;
-    ngx_http_corelog_stmt_t  *stmt;
+    ngx_uint_t                 i, type;
+    const char                *bad;
+    ngx_http_corelog_op_t     *op;
+    ngx_http_corelog_stmt_t   *stmt;
+    ngx_http_corelog_value_t  *v;
 
     op = fb->op;
     stmt = fb->ctx->api->stmt;
@@ -659,16 +664,18 @@ ngx_http_corelog_fuzz_check_values(ngx_http_corelog_fuzz_body_t *fb)
 
     for (i = 0; i < stmt->nparams; i++) {
         v = &op->values[i];
-        type = stmt->columns ? stmt->columns[i] : NGX_HTTP_CORELOG_COL_TEXT;
+        type = stmt->columns[i].type;
 
-        if (v->data == NULL) {
-            if (v->len) {
-                ngx_http_corelog_fuzz_fail(fb->data, fb->size,
-                                           "column %lu: NULL with length %lu",
-                                           (unsigned long) i,
-                                           (unsigned long) v->len);
-            }
+        if (v->type != type) {
+            ngx_http_corelog_fuzz_fail(fb->data, fb->size,
+                                       "column %lu (%s): a value of type "
+                                       "%lu, not %lu", (unsigned long) i,
+                                       stmt->columns[i].name,
+                                       (unsigned long) v->type,
+                                       (unsigned long) type);
+        }
 
+        if (v->null) {
             continue;
         }
 
@@ -678,124 +685,42 @@ ngx_http_corelog_fuzz_check_values(ngx_http_corelog_fuzz_body_t *fb)
 
         case NGX_HTTP_CORELOG_COL_TEXT:
             /* PostgreSQL's text: UTF-8 (the database's), never a NUL */
-            bad = ngx_http_corelog_fuzz_utf8(v->data, v->len, 1);
-            break;
-
-        case NGX_HTTP_CORELOG_COL_UUID:
-            if (ngx_http_corelog_fuzz_uuid(v) != NGX_OK) {
-                bad = "not a canonical lower case UUID";
-            }
-            break;
-
-        case NGX_HTTP_CORELOG_COL_INT4:
-            if (v->len == 0 || v->len > 11) {
-                bad = "not an int4";
-                break;
-            }
-
-            for (j = (v->data[0] == '-'); j < v->len; j++) {
-                if (v->data[j] < '0' || v->data[j] > '9') {
-                    bad = "not an int4";
-                    break;
-                }
-            }
+            bad = ngx_http_corelog_fuzz_utf8(v->u.text.data, v->u.text.len,
+                                             1);
             break;
 
         case NGX_HTTP_CORELOG_COL_BOOL:
-            if (v->len != 1 || (v->data[0] != 't' && v->data[0] != 'f')) {
-                bad = "not \"t\" or \"f\"";
+            if (v->u.boolean > 1) {
+                bad = "not 0 or 1";
             }
             break;
 
         case NGX_HTTP_CORELOG_COL_FLOAT8:
-            if (v->len != sizeof(double)) {
-                bad = "not the bytes of a double";
-                break;
-            }
-
-            ngx_memcpy(&d, v->data, sizeof(double));
-
-            if (!isfinite(d)) {
+            if (!isfinite(v->u.float8)) {
                 bad = "not a finite double";
             }
             break;
 
         case NGX_HTTP_CORELOG_COL_TIMESTAMPTZ:
-            if (ngx_http_corelog_fuzz_time(v) != NGX_OK) {
-                bad = "not an RFC 3339 UTC time";
+            /* after 2020-01-01, in whole milliseconds or seconds */
+            if (v->u.usec < INT64_C(1577836800000000)
+                || v->u.usec % (v->seconds ? 1000000 : 1000) != 0)
+            {
+                bad = "not a time now, in ms or s";
             }
             break;
 
-        default:
-            bad = "a column of an unknown type";
+        default: /* UUID, INT4, BYTEA: any bytes */
+            break;
         }
 
         if (bad) {
             ngx_http_corelog_fuzz_fail(fb->data, fb->size,
-                                       "column %lu (type %d): %s",
-                                       (unsigned long) i, type, bad);
+                                       "column %lu (type %lu): %s",
+                                       (unsigned long) i,
+                                       (unsigned long) type, bad);
         }
     }
-}
-
-
-static ngx_int_t
-ngx_http_corelog_fuzz_uuid(ngx_str_t *v)
-{
-    u_char      ch;
-    ngx_uint_t  i;
-
-    if (v->len != NGX_HTTP_CORELOG_UUID_LEN) {
-        return NGX_ERROR;
-    }
-
-    for (i = 0; i < v->len; i++) {
-        ch = v->data[i];
-
-        if (i == 8 || i == 13 || i == 18 || i == 23) {
-            if (ch != '-') {
-                return NGX_ERROR;
-            }
-
-        } else if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f'))) {
-            return NGX_ERROR;
-        }
-    }
-
-    return NGX_OK;
-}
-
-
-/* 2025-07-10T11:00:00Z or 2025-07-10T11:00:00.000Z */
-
-static ngx_int_t
-ngx_http_corelog_fuzz_time(ngx_str_t *v)
-{
-    ngx_uint_t   i;
-    const char  *pattern;
-
-    if (v->len == 20) {
-        pattern = "dddd-dd-ddTdd:dd:ddZ";
-
-    } else if (v->len == 24) {
-        pattern = "dddd-dd-ddTdd:dd:dd.dddZ";
-
-    } else {
-        return NGX_ERROR;
-    }
-
-    for (i = 0; i < v->len; i++) {
-        if (pattern[i] == 'd') {
-            if (v->data[i] < '0' || v->data[i] > '9') {
-                return NGX_ERROR;
-            }
-
-        } else if (v->data[i] != (u_char) pattern[i]) {
-            return NGX_ERROR;
-        }
-    }
-
-    return NGX_OK;
 }
 
 
@@ -878,6 +803,43 @@ ngx_http_corelog_fuzz_check_error(ngx_http_corelog_fuzz_body_t *fb)
 }
 
 
+/* a column's value after NGX_OK as text (a UUID's 36 characters), or NULL */
+
+static ngx_str_t *
+ngx_http_corelog_fuzz_value_text(ngx_http_corelog_fuzz_body_t *fb,
+    ngx_uint_t col, const char *name)
+{
+    ngx_str_t                 *s;
+    ngx_http_corelog_value_t  *v;
+
+    v = &fb->op->values[col];
+
+    if (v->null) {
+        return NULL;
+    }
+
+    if (v->type == NGX_HTTP_CORELOG_COL_TEXT) {
+        return &v->u.text;
+    }
+
+    if (v->type != NGX_HTTP_CORELOG_COL_UUID) {
+        ngx_http_corelog_fuzz_fail(fb->data, fb->size,
+                                   "NGX_OK with %s neither text nor a UUID",
+                                   name);
+    }
+
+    s = ngx_palloc(fb->pool, sizeof(ngx_str_t) + NGX_HTTP_CORELOG_UUID_LEN);
+    if (s == NULL) {
+        ngx_http_corelog_fuzz_fail(fb->data, fb->size, "no memory");
+    }
+
+    s->data = (u_char *) (s + 1);
+    s->len = ngx_http_corelog_uuid_text(s->data, v->u.uuid) - s->data;
+
+    return s;
+}
+
+
 /* a TEXT column after NGX_OK: presence and length bounds (0: none) */
 
 void
@@ -888,9 +850,9 @@ ngx_http_corelog_fuzz_text(ngx_http_corelog_fuzz_body_t *fb, ngx_uint_t col,
     size_t      chars;
     ngx_str_t  *v;
 
-    v = &fb->op->values[col];
+    v = ngx_http_corelog_fuzz_value_text(fb, col, name);
 
-    if (v->data == NULL) {
+    if (v == NULL) {
         if (!nullable) {
             ngx_http_corelog_fuzz_fail(fb->data, fb->size,
                                        "NGX_OK without %s", name);
@@ -918,9 +880,9 @@ ngx_http_corelog_fuzz_one_of(ngx_http_corelog_fuzz_body_t *fb,
 {
     ngx_str_t  *v;
 
-    v = &fb->op->values[col];
+    v = ngx_http_corelog_fuzz_value_text(fb, col, name);
 
-    if (v->data) {
+    if (v) {
         for ( /* void */ ; *allowed; allowed++) {
             if (ngx_strlen(*allowed) == v->len
                 && ngx_memcmp(*allowed, v->data, v->len) == 0)
@@ -941,9 +903,9 @@ ngx_http_corelog_fuzz_equal(ngx_http_corelog_fuzz_body_t *fb, ngx_uint_t col,
 {
     ngx_str_t  *v;
 
-    v = &fb->op->values[col];
+    v = ngx_http_corelog_fuzz_value_text(fb, col, name);
 
-    if (v->data == NULL || v->len != ngx_strlen(want)
+    if (v == NULL || v->len != ngx_strlen(want)
         || ngx_memcmp(v->data, want, v->len) != 0)
     {
         ngx_http_corelog_fuzz_fail(fb->data, fb->size,

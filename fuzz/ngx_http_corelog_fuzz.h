@@ -66,7 +66,7 @@ void ngx_http_corelog_fuzz_run(ngx_http_corelog_fuzz_body_t *fb);
 void ngx_http_corelog_fuzz_check(ngx_http_corelog_fuzz_body_t *fb);
 void ngx_http_corelog_fuzz_done(ngx_http_corelog_fuzz_body_t *fb);
 
-/* checks of one column's value after NGX_OK */
+/* checks of one column's value (text, or a UUID as text) after NGX_OK */
 void ngx_http_corelog_fuzz_text(ngx_http_corelog_fuzz_body_t *fb,
     ngx_uint_t col, const char *name, ngx_uint_t nullable, size_t min_chars,
     size_t max_chars, size_t max_bytes);

@@ -487,7 +487,8 @@ size_t ngx_http_corelog_value_params_size(ngx_http_corelog_stmt_t *stmt,
 ngx_int_t ngx_http_corelog_value_params(ngx_http_corelog_stmt_t *stmt,
     ngx_http_corelog_op_t **ops, ngx_uint_t nops, u_char *p,
     ngx_http_corelog_params_t *params, ngx_log_t *log);
-void ngx_http_corelog_value_text(ngx_http_corelog_value_t *v, ngx_str_t *s);
+void ngx_http_corelog_value_text(ngx_http_corelog_value_t *v,
+    const ngx_str_t *s);
 void ngx_http_corelog_value_bytea(ngx_http_corelog_value_t *v, u_char *data,
     size_t len);
 void ngx_http_corelog_value_uuid(ngx_http_corelog_value_t *v, u_char *uuid);

@@ -92,7 +92,7 @@ static ngx_int_t ngx_http_corelog_channel_log_ref(ngx_http_request_t *r,
     ngx_str_t *names, ngx_uint_t *n, ngx_http_corelog_error_t *err);
 
 
-static ngx_str_t  ngx_http_corelog_channel_types[] = {
+static const ngx_str_t  ngx_http_corelog_channel_types[] = {
     ngx_string("page_view"),
     ngx_string("action"),
     ngx_string("success"),
@@ -169,8 +169,9 @@ ngx_http_corelog_channel_log_prepare(ngx_http_request_t *r,
     ngx_http_corelog_error_t *err)
 {
     json_t                    *v;
-    ngx_str_t                  type, tags, refs, reference, label, text, *t;
+    ngx_str_t                  type, tags, refs, reference, label, text;
     ngx_uint_t                 alert;
+    const ngx_str_t           *t;
     ngx_http_corelog_value_t  *values;
     u_char                     uuid[NGX_HTTP_CORELOG_UUID_SIZE];
 

@@ -61,7 +61,7 @@ static ngx_int_t ngx_http_corelog_core_log_reply(ngx_http_request_t *r,
     ngx_http_corelog_ctx_t *ctx, PGresult *res, int row);
 
 
-static ngx_str_t  ngx_http_corelog_methods[] = {
+static const ngx_str_t  ngx_http_corelog_methods[] = {
     ngx_string("GET"),
     ngx_string("HEAD"),
     ngx_string("POST"),
@@ -175,8 +175,9 @@ ngx_http_corelog_core_log_prepare(ngx_http_request_t *r,
     ngx_http_corelog_error_t *err)
 {
     json_t                       *v;
-    ngx_str_t                     s, level, user, *m;
+    ngx_str_t                     s, level, user;
     ngx_int_t                     status;
+    const ngx_str_t              *m;
     ngx_http_corelog_value_t     *values;
     ngx_http_complex_value_t     *cv;
     ngx_http_corelog_loc_conf_t  *llcf;

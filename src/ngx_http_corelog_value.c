@@ -36,7 +36,7 @@ static u_char *ngx_http_corelog_value_array(u_char *p,
 
 /* element types (pg_type.oid; fixed since PostgreSQL's first releases) */
 
-static uint32_t  ngx_http_corelog_value_oids[] = {
+static const uint32_t  ngx_http_corelog_value_oids[] = {
     0,
     25,                                   /* NGX_HTTP_CORELOG_COL_TEXT */
     2950,                                 /* NGX_HTTP_CORELOG_COL_UUID */
@@ -52,7 +52,7 @@ static uint32_t  ngx_http_corelog_value_oids[] = {
 /* the setters: each gives the value its type */
 
 void
-ngx_http_corelog_value_text(ngx_http_corelog_value_t *v, ngx_str_t *s)
+ngx_http_corelog_value_text(ngx_http_corelog_value_t *v, const ngx_str_t *s)
 {
     v->type = NGX_HTTP_CORELOG_COL_TEXT;
     v->null = (s->data == NULL);
