@@ -495,8 +495,6 @@ void ngx_http_corelog_value_uuid(ngx_http_corelog_value_t *v, u_char *uuid);
 void ngx_http_corelog_value_int4(ngx_http_corelog_value_t *v, int32_t n);
 void ngx_http_corelog_value_float8(ngx_http_corelog_value_t *v, double d);
 void ngx_http_corelog_value_bool(ngx_http_corelog_value_t *v, ngx_uint_t b);
-void ngx_http_corelog_value_time(ngx_http_corelog_value_t *v, int64_t usec,
-    ngx_uint_t seconds);
 void ngx_http_corelog_value_now(ngx_http_corelog_value_t *v,
     ngx_uint_t seconds);
 void ngx_http_corelog_value_uuid_v7(ngx_http_corelog_value_t *v);

@@ -15,6 +15,8 @@
 
 static void ngx_http_corelog_value_param(ngx_http_corelog_params_t *params,
     ngx_uint_t i, u_char *start, u_char *end, int format);
+static void ngx_http_corelog_value_time(ngx_http_corelog_value_t *v,
+    int64_t usec, ngx_uint_t seconds);
 static size_t ngx_http_corelog_value_size(ngx_http_corelog_value_t *v);
 static u_char *ngx_http_corelog_value_put(u_char *p,
     ngx_http_corelog_value_t *v);
@@ -109,7 +111,7 @@ ngx_http_corelog_value_bool(ngx_http_corelog_value_t *v, ngx_uint_t b)
 
 /* seconds: the answer writes it without milliseconds */
 
-void
+static void
 ngx_http_corelog_value_time(ngx_http_corelog_value_t *v, int64_t usec,
     ngx_uint_t seconds)
 {
@@ -442,7 +444,7 @@ ngx_http_corelog_value_json(ngx_http_corelog_out_t *out,
     ngx_http_corelog_value_t *v)
 {
     u_char  *p;
-    u_char   buf[NGX_HTTP_CORELOG_UUID_LEN + 2];
+    u_char   buf[NGX_HTTP_CORELOG_UUID_LEN + 2];    /* or a time's 24 */
 
     if (v->null) {
         ngx_http_corelog_out_lit(out, "null");
