@@ -39,7 +39,7 @@ static u_char *ngx_http_corelog_value_array(u_char *p,
 /* element types (pg_type.oid; fixed since PostgreSQL's first releases) */
 
 static const uint32_t  ngx_http_corelog_value_oids[] = {
-    0,
+    0,                                    /* none: never sent */
     25,                                   /* NGX_HTTP_CORELOG_COL_TEXT */
     2950,                                 /* NGX_HTTP_CORELOG_COL_UUID */
     23,                                   /* NGX_HTTP_CORELOG_COL_INT4 */
@@ -48,7 +48,6 @@ static const uint32_t  ngx_http_corelog_value_oids[] = {
     1184,                                 /* NGX_HTTP_CORELOG_COL_TIMESTAMPTZ */
     17                                    /* NGX_HTTP_CORELOG_COL_BYTEA */
 };
-
 
 
 /* the setters: each gives the value its type */
