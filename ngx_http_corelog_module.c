@@ -876,7 +876,7 @@ ngx_http_corelog_init_process(ngx_cycle_t *cycle)
         return NGX_ERROR;
     }
 
-    return ngx_http_corelog_pg_init_process(cycle, cmcf);
+    return ngx_http_corelog_queue_init_process(cycle, cmcf);
 }
 
 
@@ -885,13 +885,15 @@ ngx_http_corelog_exit_process(ngx_cycle_t *cycle)
 {
     ngx_http_corelog_main_conf_t  *cmcf;
 
-    ngx_http_corelog_apis_log_rows(cycle);
-    ngx_http_corelog_pg_exit_process(cycle);
-    ngx_http_corelog_token_exit_process(cycle);
-
     cmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_corelog_module);
 
-    if (cmcf) {
-        cmcf->worker = NULL;
+    if (cmcf == NULL) {
+        return;
     }
+
+    ngx_http_corelog_apis_log_rows(cycle);
+    ngx_http_corelog_queue_exit_process(cycle, cmcf);
+    ngx_http_corelog_token_exit_process(cycle);
+
+    cmcf->worker = NULL;
 }

@@ -548,10 +548,10 @@ ngx_http_corelog_fuzz_run(ngx_http_corelog_fuzz_body_t *fb)
     ngx_str_null(&fb->err.message);
     fb->err.nfields = 0;
 
-    op = ngx_http_corelog_batch_op(fb->r, fb->ctx->api->stmt);
+    op = ngx_http_corelog_queue_op(fb->r, fb->ctx->api->stmt);
     if (op == NULL) {
         ngx_http_corelog_fuzz_fail(fb->data, fb->size,
-                                   "ngx_http_corelog_batch_op() failed");
+                                   "ngx_http_corelog_queue_op() failed");
     }
 
     op->data = fb->ctx;

@@ -36,6 +36,7 @@
 typedef struct ngx_http_corelog_api_s      ngx_http_corelog_api_t;
 typedef struct ngx_http_corelog_op_s       ngx_http_corelog_op_t;
 typedef struct ngx_http_corelog_pg_conn_s  ngx_http_corelog_pg_conn_t;
+typedef struct ngx_http_corelog_queue_conn_s  ngx_http_corelog_queue_conn_t;
 typedef struct ngx_http_corelog_worker_s   ngx_http_corelog_worker_t;
 typedef struct ngx_http_corelog_token_state_s  ngx_http_corelog_token_state_t;
 
@@ -70,19 +71,6 @@ typedef struct {
 #define NGX_HTTP_CORELOG_KIND_WRITE       0
 #define NGX_HTTP_CORELOG_KIND_LOOKUP      1    /* reads for the auth step */
 #define NGX_HTTP_CORELOG_KINDS            2
-
-
-/* a worker's own state, made in init_process, hung off the main conf */
-
-struct ngx_http_corelog_worker_s {
-    ngx_http_corelog_limit_t     limits[NGX_HTTP_CORELOG_LIMITS];
-    ngx_uint_t                   queued[NGX_HTTP_CORELOG_KINDS];
-    ngx_uint_t                   lookups;         /* statements in flight */
-    ngx_http_corelog_token_state_t  *token;       /* token.c's */
-    ngx_pool_t                  *json_pool;       /* of the parse under way */
-    uint64_t                     uuid_ms;         /* the last UUIDv7's time */
-    u_char                       uuid[16];        /* and its bytes */
-};
 
 
 typedef struct {
@@ -283,7 +271,6 @@ typedef struct {
     const char                  *sql;
     ngx_uint_t                   nparams;         /* columns of one row */
     unsigned                     batched:1;
-    ngx_uint_t                   rows[NGX_HTTP_CORELOG_HIST]; /* a worker's */
     const ngx_http_corelog_column_t  *columns;   /* nparams of them */
     ngx_uint_t                   nfields;         /* of its result rows */
     ngx_uint_t                   kind;            /* _KIND_WRITE, ... */
@@ -320,11 +307,12 @@ typedef void (*ngx_http_corelog_op_handler_pt)(ngx_http_corelog_op_t *op,
 struct ngx_http_corelog_op_s {
     ngx_queue_t                  queue;
     ngx_http_request_t          *request;
+    ngx_http_corelog_worker_t   *worker;          /* NULL: no queue */
     ngx_http_corelog_stmt_t     *stmt;
     ngx_http_corelog_value_t    *values;          /* stmt->nparams */
     ngx_http_corelog_op_handler_pt  handler;
     void                        *data;
-    ngx_http_corelog_pg_conn_t  *conn;            /* while SENT */
+    ngx_http_corelog_queue_conn_t  *conn;         /* while SENT */
     ngx_uint_t                   slot;            /* in conn->ops */
     ngx_int_t                    row;             /* in the result */
     size_t                       size;            /* of its values */
@@ -338,6 +326,44 @@ struct ngx_http_corelog_op_s {
 #define NGX_HTTP_CORELOG_PG_IDLE        2
 #define NGX_HTTP_CORELOG_PG_BUSY        3
 
+/* statements one connection keeps prepared; others go unnamed */
+#define NGX_HTTP_CORELOG_PG_PREPARED    8
+
+
+/*
+ * What a connection tells its user (pc->data is the user's), the way an
+ * upstream's peer.get/free reach their balancer: the connection knows
+ * libpq and nginx's events, never who uses it.
+ */
+
+typedef struct {
+    /* pc is idle: connected, or its statement is over and pc is reusable */
+    void                       (*ready)(ngx_http_corelog_pg_conn_t *pc);
+
+    /*
+     * pc's statement ended: rc NGX_OK and res (until the call returns), or
+     * an HTTP status; pc is idle again, and may be sent to from here
+     */
+    void                       (*done)(ngx_http_corelog_pg_conn_t *pc,
+                                   ngx_int_t rc, PGresult *res);
+
+    /*
+     * pc is lost, or could not be made: its statement, if any, ended with
+     * rc; pc connects again by itself after a backoff
+     */
+    void                       (*down)(ngx_http_corelog_pg_conn_t *pc,
+                                   ngx_int_t rc);
+
+    /*
+     * the parameters of pc's statement as it goes out (after its Parse if
+     * it was not prepared yet): NGX_OK; NGX_DECLINED, nothing is left to
+     * send; NGX_ERROR, they could not be made
+     */
+    ngx_int_t                  (*params)(ngx_http_corelog_pg_conn_t *pc,
+                                   ngx_uint_t *nparams,
+                                   ngx_http_corelog_params_t *params);
+} ngx_http_corelog_pg_handlers_t;
+
 
 struct ngx_http_corelog_pg_conn_s {
     PGconn                      *conn;
@@ -348,15 +374,58 @@ struct ngx_http_corelog_pg_conn_s {
     ngx_event_t                  backoff;     /* cancelable reconnect */
     ngx_msec_t                   delay;
     ngx_uint_t                   failures;    /* since the last success */
-    ngx_http_corelog_op_t      **ops;         /* the statement's rows */
-    ngx_uint_t                   nops;
-    ngx_http_corelog_stmt_t     *stmt;        /* of the ops */
     PGresult                    *res;
     PGresult                    *error;
-    ngx_uint_t                   prepared;    /* bit per statement */
+    ngx_http_corelog_stmt_t     *prepared[NGX_HTTP_CORELOG_PG_PREPARED];
+    ngx_uint_t                   nprepared;
     ngx_http_corelog_stmt_t     *preparing;
+    ngx_http_corelog_main_conf_t  *conf;
+    const ngx_http_corelog_pg_handlers_t  *handlers;
+    void                        *data;        /* the user's */
     ngx_log_t                    log;
     unsigned                     flushing:1;
+};
+
+
+/* statements a worker counts rows of (ngx_http_corelog_queue_log_rows) */
+#define NGX_HTTP_CORELOG_STMTS  8
+
+
+/* a worker's own state, made in init_process, hung off the main conf */
+
+struct ngx_http_corelog_worker_s {
+    ngx_http_corelog_limit_t     limits[NGX_HTTP_CORELOG_LIMITS];
+    ngx_uint_t                   queued[NGX_HTTP_CORELOG_KINDS];
+    ngx_uint_t                   lookups;         /* statements in flight */
+    ngx_http_corelog_token_state_t  *token;       /* token.c's */
+    ngx_pool_t                  *json_pool;       /* of the parse under way */
+    uint64_t                     uuid_ms;         /* the last UUIDv7's time */
+    u_char                       uuid[16];        /* and its bytes */
+
+    /* the queue's (ngx_http_corelog_queue.c) */
+    ngx_http_corelog_main_conf_t  *conf;
+    ngx_http_corelog_queue_conn_t  *conns;        /* the pool */
+    ngx_uint_t                   nconns;
+    ngx_uint_t                   nup;             /* connections up */
+    ngx_queue_t                  queue;           /* ops waiting */
+    ngx_uint_t                   nqueued;
+    ngx_event_t                  spill;
+
+    /* one reusable buffer for the parameters of the statement being sent */
+    u_char                      *buf;
+    size_t                       size;
+    ngx_http_corelog_params_t    params;
+    ngx_uint_t                   nparams;         /* room in params */
+
+    /* rows per statement, by powers of two: logged at worker exit */
+    ngx_http_corelog_stmt_t     *stmts[NGX_HTTP_CORELOG_STMTS];
+    ngx_uint_t                   rows[NGX_HTTP_CORELOG_STMTS]
+                                     [NGX_HTTP_CORELOG_HIST];
+    ngx_uint_t                   nstmts;
+
+    unsigned                     running:1;
+    unsigned                     again:1;
+    unsigned                     down_logged:1;
 };
 
 
@@ -451,34 +520,24 @@ void ngx_http_corelog_token_exit_process(ngx_cycle_t *cycle);
 /* ngx_http_corelog_pg.c */
 char *ngx_http_corelog_pg_conninfo(ngx_conf_t *cf,
     ngx_http_corelog_main_conf_t *cmcf);
-ngx_int_t ngx_http_corelog_pg_init_process(ngx_cycle_t *cycle,
-    ngx_http_corelog_main_conf_t *cmcf);
-void ngx_http_corelog_pg_exit_process(ngx_cycle_t *cycle);
-ngx_http_corelog_pg_conn_t *ngx_http_corelog_pg_idle(void);
-ngx_int_t ngx_http_corelog_pg_available(void);
-ngx_uint_t ngx_http_corelog_pg_busy(void);
+void ngx_http_corelog_pg_open(ngx_http_corelog_pg_conn_t *pc,
+    ngx_uint_t index, ngx_http_corelog_main_conf_t *cmcf,
+    const ngx_http_corelog_pg_handlers_t *handlers, void *data,
+    ngx_log_t *log);
 ngx_int_t ngx_http_corelog_pg_send(ngx_http_corelog_pg_conn_t *pc,
-    ngx_http_corelog_stmt_t *stmt, int nparams, const char *const *values,
-    const int *lengths, const int *formats);
+    ngx_http_corelog_stmt_t *stmt);
+void ngx_http_corelog_pg_close(ngx_http_corelog_pg_conn_t *pc);
 
-/* ngx_http_corelog_batch.c */
-ngx_http_corelog_op_t *ngx_http_corelog_batch_op(ngx_http_request_t *r,
-    ngx_http_corelog_stmt_t *stmt);
-ngx_int_t ngx_http_corelog_batch_post(ngx_http_corelog_op_t *op);
-void ngx_http_corelog_batch_run(void);
-void ngx_http_corelog_batch_send(ngx_http_corelog_pg_conn_t *pc);
-void ngx_http_corelog_batch_log_rows(ngx_log_t *log,
-    ngx_http_corelog_stmt_t *stmt);
-void ngx_http_corelog_batch_done(ngx_http_corelog_pg_conn_t *pc,
-    ngx_int_t rc, PGresult *res);
-void ngx_http_corelog_batch_detach(ngx_http_corelog_pg_conn_t *pc,
-    PGresult *res, ngx_queue_t *done);
-void ngx_http_corelog_batch_answer(ngx_queue_t *done, ngx_int_t rc,
-    PGresult *res);
-void ngx_http_corelog_batch_fail_queued(ngx_int_t rc);
-ngx_int_t ngx_http_corelog_batch_init_process(ngx_cycle_t *cycle,
+/* ngx_http_corelog_queue.c */
+ngx_int_t ngx_http_corelog_queue_init_process(ngx_cycle_t *cycle,
     ngx_http_corelog_main_conf_t *cmcf);
-void ngx_http_corelog_batch_exit_process(ngx_cycle_t *cycle);
+void ngx_http_corelog_queue_exit_process(ngx_cycle_t *cycle,
+    ngx_http_corelog_main_conf_t *cmcf);
+ngx_http_corelog_op_t *ngx_http_corelog_queue_op(ngx_http_request_t *r,
+    ngx_http_corelog_stmt_t *stmt);
+ngx_int_t ngx_http_corelog_queue_post(ngx_http_corelog_op_t *op);
+void ngx_http_corelog_queue_log_rows(ngx_cycle_t *cycle,
+    ngx_http_corelog_stmt_t *stmt);
 
 /* ngx_http_corelog_value.c */
 size_t ngx_http_corelog_value_op_size(ngx_http_corelog_op_t *op);

@@ -113,7 +113,7 @@ static ngx_http_corelog_stmt_t  ngx_http_corelog_logtank_stmt = {
     NGX_HTTP_CORELOG_SELECT(NGX_HTTP_CORELOG_LOGTANK_RESULT)
     "   FROM checked c",
 
-    NGX_HTTP_CORELOG_LOGTANK_NCOLS, 1, { 0 },
+    NGX_HTTP_CORELOG_LOGTANK_NCOLS, 1,
     ngx_http_corelog_logtank_columns,
     NGX_HTTP_CORELOG_LOGTANK_R_NFIELDS, NGX_HTTP_CORELOG_KIND_WRITE,
     ngx_http_corelog_logtank_results

@@ -52,7 +52,7 @@ ngx_http_corelog_apis_log_rows(ngx_cycle_t *cycle)
     ngx_http_corelog_api_t  **api;
 
     for (api = ngx_http_corelog_apis; *api; api++) {
-        ngx_http_corelog_batch_log_rows(cycle->log, (*api)->stmt);
+        ngx_http_corelog_queue_log_rows(cycle, (*api)->stmt);
     }
 }
 
@@ -174,7 +174,7 @@ ngx_http_corelog_body_handler(ngx_http_request_t *r)
         return;
     }
 
-    op = ngx_http_corelog_batch_op(r, ctx->api->stmt);
+    op = ngx_http_corelog_queue_op(r, ctx->api->stmt);
     if (op == NULL) {
         ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
         return;
@@ -208,7 +208,7 @@ ngx_http_corelog_body_handler(ngx_http_request_t *r)
 
     r->read_event_handler = ngx_http_test_reading;
 
-    rc = ngx_http_corelog_batch_post(op);
+    rc = ngx_http_corelog_queue_post(op);
 
     if (rc == NGX_OK) {
         /* the answer comes from ngx_http_corelog_op_handler() */

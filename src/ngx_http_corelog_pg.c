@@ -2,12 +2,13 @@
 /*
  * Copyright (C) corelog authors
  *
- * The per-worker pool of PostgreSQL connections.  libpq owns each socket;
- * nginx owns its readiness (level-triggered events) and its time (timers).
- * Nothing here blocks: connections are made with PQconnectStartParams() and
+ * One PostgreSQL connection.  libpq owns its socket; nginx owns its
+ * readiness (level-triggered events) and its time (timers).  Nothing here
+ * blocks: a connection is made with PQconnectStartParams() and
  * PQconnectPoll(), statements are sent with PQsendQueryParams() and
  * PQflush(), and answers are read with PQconsumeInput(), PQisBusy() and
- * PQgetResult().
+ * PQgetResult().  The connection does not know its user: it reports
+ * through the handlers it was opened with (ready, done, down, params).
  */
 
 
@@ -26,9 +27,6 @@
 /* a message of libpq or PostgreSQL in a log line */
 #define NGX_HTTP_CORELOG_PG_TEXT_LEN     512
 
-/* statements one connection keeps prepared (bits of pc->prepared) */
-#define NGX_HTTP_CORELOG_PG_STMTS        (8 * sizeof(ngx_uint_t) - 1)
-
 /*
  * A connection attempt that fails is an error the first time, and info
  * while it keeps failing; "PostgreSQL is unavailable" and "available
@@ -39,6 +37,8 @@
 
 
 static void ngx_http_corelog_pg_connect(ngx_http_corelog_pg_conn_t *pc);
+static void ngx_http_corelog_pg_enter(ngx_http_corelog_pg_conn_t *pc,
+    ngx_uint_t state);
 static ngx_int_t ngx_http_corelog_pg_wrap(ngx_http_corelog_pg_conn_t *pc);
 static ngx_int_t ngx_http_corelog_pg_events(ngx_http_corelog_pg_conn_t *pc,
     ngx_uint_t read, ngx_uint_t write);
@@ -47,8 +47,8 @@ static void ngx_http_corelog_pg_connected(ngx_http_corelog_pg_conn_t *pc);
 static void ngx_http_corelog_pg_read_handler(ngx_event_t *rev);
 static void ngx_http_corelog_pg_write_handler(ngx_event_t *wev);
 static ngx_int_t ngx_http_corelog_pg_flush(ngx_http_corelog_pg_conn_t *pc);
-static ngx_uint_t ngx_http_corelog_pg_stmt_index(
-    ngx_http_corelog_stmt_t *stmt);
+static ngx_uint_t ngx_http_corelog_pg_is_prepared(
+    ngx_http_corelog_pg_conn_t *pc, ngx_http_corelog_stmt_t *stmt);
 static void ngx_http_corelog_pg_prepared(ngx_http_corelog_pg_conn_t *pc,
     PGresult *res, PGresult *error);
 static void ngx_http_corelog_pg_idle_input(ngx_http_corelog_pg_conn_t *pc);
@@ -57,7 +57,6 @@ static void ngx_http_corelog_pg_done(ngx_http_corelog_pg_conn_t *pc);
 static ngx_int_t ngx_http_corelog_pg_status(PGresult *res);
 static void ngx_http_corelog_pg_lost(ngx_http_corelog_pg_conn_t *pc,
     ngx_int_t rc);
-static void ngx_http_corelog_pg_close(ngx_http_corelog_pg_conn_t *pc);
 static void ngx_http_corelog_pg_retry(ngx_http_corelog_pg_conn_t *pc);
 static void ngx_http_corelog_pg_backoff_handler(ngx_event_t *ev);
 static void ngx_http_corelog_pg_notice(void *arg, const PGresult *res);
@@ -69,11 +68,13 @@ static char *ngx_http_corelog_pg_hostaddr(ngx_conf_t *cf, const char *host,
     ngx_uint_t resolve, ngx_str_t *hostaddr);
 
 
-static ngx_http_corelog_main_conf_t  *ngx_http_corelog_pg_conf;
-static ngx_http_corelog_pg_conn_t    *ngx_http_corelog_pg_conns;
-static ngx_uint_t                     ngx_http_corelog_pg_nconns;
-static ngx_uint_t                     ngx_http_corelog_pg_nup;
-static ngx_uint_t                     ngx_http_corelog_pg_down_logged;
+#if (NGX_DEBUG)
+
+static const char  *const ngx_http_corelog_pg_states[] = {
+    "down", "connecting", "idle", "busy"
+};
+
+#endif
 
 
 /* configuration time: check the conninfo, resolve host names to hostaddr */
@@ -320,137 +321,30 @@ ngx_http_corelog_pg_hostaddr(ngx_conf_t *cf, const char *host,
 }
 
 
-/* a worker's pool, once the module knows it is a worker with a conninfo */
-
-ngx_int_t
-ngx_http_corelog_pg_init_process(ngx_cycle_t *cycle,
-    ngx_http_corelog_main_conf_t *cmcf)
-{
-    ngx_uint_t                   i;
-    ngx_http_corelog_pg_conn_t  *pc;
-
-    ngx_http_corelog_pg_conns = ngx_pcalloc(cycle->pool, cmcf->connections
-                                        * sizeof(ngx_http_corelog_pg_conn_t));
-    if (ngx_http_corelog_pg_conns == NULL) {
-        return NGX_ERROR;
-    }
-
-    ngx_http_corelog_pg_conf = cmcf;
-    ngx_http_corelog_pg_nconns = cmcf->connections;
-    ngx_http_corelog_pg_nup = 0;
-    ngx_http_corelog_pg_down_logged = 0;
-
-    if (ngx_http_corelog_batch_init_process(cycle, cmcf) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    for (i = 0; i < cmcf->connections; i++) {
-        pc = &ngx_http_corelog_pg_conns[i];
-
-        pc->index = i;
-        pc->ops = ngx_pcalloc(cycle->pool, cmcf->batch_max
-                                           * sizeof(ngx_http_corelog_op_t *));
-        if (pc->ops == NULL) {
-            return NGX_ERROR;
-        }
-
-        pc->log = *cycle->log;
-        pc->backoff.handler = ngx_http_corelog_pg_backoff_handler;
-        pc->backoff.data = pc;
-        pc->backoff.log = cycle->log;
-        pc->backoff.cancelable = 1;
-
-        ngx_http_corelog_pg_connect(pc);
-    }
-
-    return NGX_OK;
-}
-
-
-void
-ngx_http_corelog_pg_exit_process(ngx_cycle_t *cycle)
-{
-    ngx_uint_t                   i;
-    ngx_http_corelog_pg_conn_t  *pc;
-
-    for (i = 0; i < ngx_http_corelog_pg_nconns; i++) {
-        pc = &ngx_http_corelog_pg_conns[i];
-
-        if (pc->backoff.timer_set) {
-            ngx_del_timer(&pc->backoff);
-        }
-
-        ngx_http_corelog_pg_close(pc);
-    }
-
-    ngx_http_corelog_pg_nconns = 0;
-    ngx_http_corelog_pg_conf = NULL;
-
-    ngx_http_corelog_batch_exit_process(cycle);
-}
-
-
-/* an idle connection for the batch layer, or NULL */
-
-ngx_http_corelog_pg_conn_t *
-ngx_http_corelog_pg_idle(void)
-{
-    ngx_uint_t  i;
-
-    for (i = 0; i < ngx_http_corelog_pg_nconns; i++) {
-        if (ngx_http_corelog_pg_conns[i].state == NGX_HTTP_CORELOG_PG_IDLE) {
-            return &ngx_http_corelog_pg_conns[i];
-        }
-    }
-
-    return NULL;
-}
-
-
-/* connections with a statement in flight */
-
-ngx_uint_t
-ngx_http_corelog_pg_busy(void)
-{
-    ngx_uint_t  i, n;
-
-    n = 0;
-
-    for (i = 0; i < ngx_http_corelog_pg_nconns; i++) {
-        if (ngx_http_corelog_pg_conns[i].state == NGX_HTTP_CORELOG_PG_BUSY) {
-            n++;
-        }
-    }
-
-    return n;
-}
-
-
 /*
- * NGX_OK when a write can expect a connection soon: one is up, or a first
- * attempt is still under way (nginx just started).  During an outage the
- * caller answers 503 at once instead of waiting.
+ * pc starts connecting: index numbers it in the debug log, handlers (with
+ * data for them in pc->data) hear of it from now on, even before this
+ * returns (a connection may fail at once).
  */
 
-ngx_int_t
-ngx_http_corelog_pg_available(void)
+void
+ngx_http_corelog_pg_open(ngx_http_corelog_pg_conn_t *pc, ngx_uint_t index,
+    ngx_http_corelog_main_conf_t *cmcf,
+    const ngx_http_corelog_pg_handlers_t *handlers, void *data,
+    ngx_log_t *log)
 {
-    ngx_uint_t                   i;
-    ngx_http_corelog_pg_conn_t  *pc;
+    pc->index = index;
+    pc->conf = cmcf;
+    pc->handlers = handlers;
+    pc->data = data;
 
-    if (ngx_http_corelog_pg_nup) {
-        return NGX_OK;
-    }
+    pc->log = *log;
+    pc->backoff.handler = ngx_http_corelog_pg_backoff_handler;
+    pc->backoff.data = pc;
+    pc->backoff.log = log;
+    pc->backoff.cancelable = 1;
 
-    for (i = 0; i < ngx_http_corelog_pg_nconns; i++) {
-        pc = &ngx_http_corelog_pg_conns[i];
-
-        if (pc->state == NGX_HTTP_CORELOG_PG_CONNECTING && pc->failures == 0) {
-            return NGX_OK;
-        }
-    }
-
-    return NGX_DECLINED;
+    ngx_http_corelog_pg_connect(pc);
 }
 
 
@@ -461,7 +355,7 @@ ngx_http_corelog_pg_connect(ngx_http_corelog_pg_conn_t *pc)
     ngx_http_corelog_main_conf_t  *cmcf;
     u_char                         text[NGX_HTTP_CORELOG_PG_TEXT_LEN];
 
-    cmcf = ngx_http_corelog_pg_conf;
+    cmcf = pc->conf;
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, &pc->log, 0,
                    "corelog pg #%ui: connecting", pc->index);
@@ -493,7 +387,7 @@ ngx_http_corelog_pg_connect(ngx_http_corelog_pg_conn_t *pc)
         return;
     }
 
-    pc->state = NGX_HTTP_CORELOG_PG_CONNECTING;
+    ngx_http_corelog_pg_enter(pc, NGX_HTTP_CORELOG_PG_CONNECTING);
     pc->poll = PGRES_POLLING_WRITING;
 
     if (ngx_http_corelog_pg_wrap(pc) != NGX_OK
@@ -504,6 +398,18 @@ ngx_http_corelog_pg_connect(ngx_http_corelog_pg_conn_t *pc)
     }
 
     ngx_add_timer(pc->c->read, cmcf->connect_timeout);
+}
+
+
+static void
+ngx_http_corelog_pg_enter(ngx_http_corelog_pg_conn_t *pc, ngx_uint_t state)
+{
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, &pc->log, 0,
+                   "corelog pg #%ui: %s -> %s", pc->index,
+                   ngx_http_corelog_pg_states[pc->state],
+                   ngx_http_corelog_pg_states[state]);
+
+    pc->state = state;
 }
 
 
@@ -664,24 +570,16 @@ ngx_http_corelog_pg_connected(ngx_http_corelog_pg_conn_t *pc)
 
     pc->c->read->cancelable = 0;
 
-    pc->state = NGX_HTTP_CORELOG_PG_IDLE;
+    ngx_http_corelog_pg_enter(pc, NGX_HTTP_CORELOG_PG_IDLE);
     pc->delay = 0;
     pc->failures = 0;
     pc->log.action = "idle";
-
-    ngx_http_corelog_pg_nup++;
-
-    if (ngx_http_corelog_pg_down_logged) {
-        ngx_http_corelog_pg_down_logged = 0;
-        ngx_log_error(NGX_LOG_NOTICE, &pc->log, 0,
-                      "corelog: PostgreSQL is available again");
-    }
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, &pc->log, 0,
                    "corelog pg #%ui: connected, server %d",
                    pc->index, PQserverVersion(pc->conn));
 
-    ngx_http_corelog_batch_run();
+    pc->handlers->ready(pc);
 }
 
 
@@ -716,7 +614,7 @@ ngx_http_corelog_pg_read_handler(ngx_event_t *rev)
             ngx_log_error(NGX_LOG_ERR, &pc->log, NGX_ETIMEDOUT,
                           "corelog: statement timed out after %M ms, "
                           "resetting the connection",
-                          ngx_http_corelog_pg_conf->query_timeout);
+                          pc->conf->query_timeout);
             ngx_http_corelog_pg_lost(pc, NGX_HTTP_GATEWAY_TIME_OUT);
 
         } else {
@@ -780,51 +678,79 @@ ngx_http_corelog_pg_write_handler(ngx_event_t *wev)
 
 
 /*
- * Sends the statement as a protocol-level prepared statement (no session
- * state beyond it, so PgBouncer in transaction mode with prepared
- * statement support works).  On a connection that has not prepared it
- * yet, the Parse goes first; once it is done, the batch layer sends again.
+ * Sends stmt as a protocol-level prepared statement (no session state
+ * beyond it, so PgBouncer in transaction mode with prepared statement
+ * support works).  On a connection that has not prepared it yet, the Parse
+ * goes first, and the statement once the Parse is done.  The parameters
+ * come from the params handler as the statement goes.  NGX_OK: sent;
+ * NGX_DECLINED: nothing was left to send, pc is idle; NGX_ERROR: the
+ * handlers were told (done or down).
  */
 
 ngx_int_t
 ngx_http_corelog_pg_send(ngx_http_corelog_pg_conn_t *pc,
-    ngx_http_corelog_stmt_t *stmt, int nparams, const char *const *values,
-    const int *lengths, const int *formats)
+    ngx_http_corelog_stmt_t *stmt)
 {
-    int         sent;
-    ngx_str_t   msg;
-    ngx_uint_t  bit;
-    u_char      text[NGX_HTTP_CORELOG_PG_TEXT_LEN];
+    int                         sent;
+    ngx_int_t                   rc;
+    ngx_str_t                   msg;
+    ngx_uint_t                  nparams, prepared;
+    ngx_http_corelog_params_t   params;
+    u_char                      text[NGX_HTTP_CORELOG_PG_TEXT_LEN];
 
-    bit = (ngx_uint_t) 1 << ngx_http_corelog_pg_stmt_index(stmt);
+    prepared = ngx_http_corelog_pg_is_prepared(pc, stmt);
 
-    pc->state = NGX_HTTP_CORELOG_PG_BUSY;
-
-    if (!ngx_http_corelog_pg_conf->prepare) {
-        /* unnamed statements: for poolers without prepared statements */
-
-        pc->log.action = "running a statement";
-        sent = PQsendQueryParams(pc->conn, stmt->sql, nparams, NULL, values,
-                                 lengths, formats, 0);
-
-    } else if (pc->prepared & bit) {
-        ngx_log_debug3(NGX_LOG_DEBUG_HTTP, &pc->log, 0,
-                       "corelog pg #%ui: execute \"%s\", %ui row(s)",
-                       pc->index, stmt->name, pc->nops);
-
-        pc->log.action = "running a statement";
-        sent = PQsendQueryPrepared(pc->conn, stmt->name, nparams, values,
-                                   lengths, formats, 0);
-
-    } else {
+    if (pc->conf->prepare
+        && !prepared
+        && pc->nprepared < NGX_HTTP_CORELOG_PG_PREPARED)
+    {
         ngx_log_debug2(NGX_LOG_DEBUG_HTTP, &pc->log, 0,
                        "corelog pg #%ui: prepare \"%s\"",
                        pc->index, stmt->name);
 
+        /* the statement's parameter types are its SQL's casts */
+
         pc->log.action = "preparing a statement";
         pc->preparing = stmt;
-        sent = PQsendPrepare(pc->conn, stmt->name, stmt->sql, nparams, NULL);
+        sent = PQsendPrepare(pc->conn, stmt->name, stmt->sql, 0, NULL);
+
+    } else {
+        rc = pc->handlers->params(pc, &nparams, &params);
+
+        if (rc == NGX_DECLINED) {
+            return NGX_DECLINED;
+        }
+
+        if (rc != NGX_OK) {
+            pc->handlers->done(pc, NGX_HTTP_INTERNAL_SERVER_ERROR, NULL);
+            return NGX_ERROR;
+        }
+
+        pc->log.action = "running a statement";
+
+        if (prepared) {
+            ngx_log_debug3(NGX_LOG_DEBUG_HTTP, &pc->log, 0,
+                           "corelog pg #%ui: execute \"%s\", %ui params",
+                           pc->index, stmt->name, nparams);
+
+            sent = PQsendQueryPrepared(pc->conn, stmt->name, (int) nparams,
+                                       params.values, params.lengths,
+                                       params.formats, 0);
+
+        } else {
+            /* unnamed: for poolers without prepared statements */
+
+            ngx_log_debug3(NGX_LOG_DEBUG_HTTP, &pc->log, 0,
+                           "corelog pg #%ui: run \"%s\", %ui params",
+                           pc->index, stmt->name, nparams);
+
+            sent = PQsendQueryParams(pc->conn, stmt->sql, (int) nparams,
+                                     NULL, params.values, params.lengths,
+                                     params.formats, 0);
+        }
     }
+
+    ngx_http_corelog_pg_enter(pc, NGX_HTTP_CORELOG_PG_BUSY);
 
     if (!sent) {
         msg = ngx_http_corelog_pg_message(PQerrorMessage(pc->conn), text,
@@ -835,36 +761,27 @@ ngx_http_corelog_pg_send(ngx_http_corelog_pg_conn_t *pc,
         return NGX_ERROR;
     }
 
-    ngx_add_timer(pc->c->read, ngx_http_corelog_pg_conf->query_timeout);
+    ngx_add_timer(pc->c->read, pc->conf->query_timeout);
 
     return ngx_http_corelog_pg_flush(pc);
 }
 
 
-/* statements get a bit each in pc->prepared, in the order first used */
+/* whether stmt is prepared on pc: the first statements used on it are */
 
 static ngx_uint_t
-ngx_http_corelog_pg_stmt_index(ngx_http_corelog_stmt_t *stmt)
+ngx_http_corelog_pg_is_prepared(ngx_http_corelog_pg_conn_t *pc,
+    ngx_http_corelog_stmt_t *stmt)
 {
     ngx_uint_t  i;
 
-    static ngx_http_corelog_stmt_t  *stmts[NGX_HTTP_CORELOG_PG_STMTS];
-    static ngx_uint_t                nstmts;
-
-    for (i = 0; i < nstmts; i++) {
-        if (stmts[i] == stmt) {
-            return i;
+    for (i = 0; i < pc->nprepared; i++) {
+        if (pc->prepared[i] == stmt) {
+            return 1;
         }
     }
 
-    if (nstmts == NGX_HTTP_CORELOG_PG_STMTS) {
-        /* cannot happen: a handful of statements; prepare every time */
-        return NGX_HTTP_CORELOG_PG_STMTS;
-    }
-
-    stmts[nstmts] = stmt;
-
-    return nstmts++;
+    return 0;
 }
 
 
@@ -997,9 +914,8 @@ ngx_http_corelog_pg_recv(ngx_http_corelog_pg_conn_t *pc)
 static void
 ngx_http_corelog_pg_done(ngx_http_corelog_pg_conn_t *pc)
 {
-    ngx_int_t     rc;
-    PGresult     *res, *error;
-    ngx_queue_t   done;
+    ngx_int_t   rc;
+    PGresult   *res, *error;
 
     if (pc->c->read->timer_set) {
         ngx_del_timer(pc->c->read);
@@ -1040,32 +956,14 @@ ngx_http_corelog_pg_done(ngx_http_corelog_pg_conn_t *pc)
             rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
-        ngx_http_corelog_batch_detach(pc, NULL, &done);
         ngx_http_corelog_pg_lost(pc, rc);
-        ngx_http_corelog_batch_answer(&done, rc, NULL);
 
-        if (res) {
-            PQclear(res);
-        }
+    } else {
+        ngx_http_corelog_pg_enter(pc, NGX_HTTP_CORELOG_PG_IDLE);
+        pc->log.action = "idle";
 
-        if (error) {
-            PQclear(error);
-        }
-
-        return;
+        pc->handlers->done(pc, rc, rc == NGX_OK ? res : NULL);
     }
-
-    pc->state = NGX_HTTP_CORELOG_PG_IDLE;
-    pc->log.action = "idle";
-
-    /*
-     * The next statement goes out before this one's answers are written:
-     * PostgreSQL works on it while nginx answers.
-     */
-
-    ngx_http_corelog_batch_detach(pc, rc == NGX_OK ? res : NULL, &done);
-    ngx_http_corelog_batch_run();
-    ngx_http_corelog_batch_answer(&done, rc, rc == NGX_OK ? res : NULL);
 
     if (res) {
         PQclear(res);
@@ -1075,7 +973,9 @@ ngx_http_corelog_pg_done(ngx_http_corelog_pg_conn_t *pc)
         PQclear(error);
     }
 
-    ngx_http_corelog_batch_run();
+    if (pc->state == NGX_HTTP_CORELOG_PG_IDLE) {
+        pc->handlers->ready(pc);
+    }
 }
 
 
@@ -1090,7 +990,7 @@ ngx_http_corelog_pg_prepared(ngx_http_corelog_pg_conn_t *pc, PGresult *res,
 
     stmt = pc->preparing;
     pc->preparing = NULL;
-    pc->state = NGX_HTTP_CORELOG_PG_IDLE;
+    ngx_http_corelog_pg_enter(pc, NGX_HTTP_CORELOG_PG_IDLE);
     pc->log.action = "idle";
 
     rc = NGX_OK;
@@ -1101,7 +1001,7 @@ ngx_http_corelog_pg_prepared(ngx_http_corelog_pg_conn_t *pc, PGresult *res,
         PQclear(error);
 
     } else {
-        pc->prepared |= (ngx_uint_t) 1 << ngx_http_corelog_pg_stmt_index(stmt);
+        pc->prepared[pc->nprepared++] = stmt;
     }
 
     if (res) {
@@ -1118,16 +1018,16 @@ ngx_http_corelog_pg_prepared(ngx_http_corelog_pg_conn_t *pc, PGresult *res,
     }
 
     if (rc != NGX_OK) {
-        ngx_http_corelog_batch_done(pc, rc, NULL);
-        ngx_http_corelog_batch_run();
-        return;
+        pc->handlers->done(pc, rc, NULL);
+
+    } else {
+        (void) ngx_http_corelog_pg_send(pc, stmt);
     }
 
-    ngx_http_corelog_batch_send(pc);
+    /* the Parse failed, or every request of the statement went away */
 
     if (pc->state == NGX_HTTP_CORELOG_PG_IDLE) {
-        /* every request of the batch went away meanwhile */
-        ngx_http_corelog_batch_run();
+        pc->handlers->ready(pc);
     }
 }
 
@@ -1171,33 +1071,22 @@ ngx_http_corelog_pg_lost(ngx_http_corelog_pg_conn_t *pc, ngx_int_t rc)
     ngx_http_corelog_pg_close(pc);
     ngx_http_corelog_pg_retry(pc);
 
-    ngx_http_corelog_batch_done(pc, rc, NULL);
-
-    if (ngx_http_corelog_pg_available() != NGX_OK) {
-        if (!ngx_http_corelog_pg_down_logged && !ngx_exiting) {
-            ngx_http_corelog_pg_down_logged = 1;
-            ngx_log_error(NGX_LOG_ERR, &pc->log, 0,
-                          "corelog: PostgreSQL is unavailable, "
-                          "answering 503 until a connection is made");
-        }
-
-        ngx_http_corelog_batch_fail_queued(NGX_HTTP_SERVICE_UNAVAILABLE);
-    }
+    pc->handlers->down(pc, rc);
 }
 
 
-static void
+/* also at worker exit: no handler is called */
+
+void
 ngx_http_corelog_pg_close(ngx_http_corelog_pg_conn_t *pc)
 {
-    if (pc->state == NGX_HTTP_CORELOG_PG_IDLE
-        || pc->state == NGX_HTTP_CORELOG_PG_BUSY)
-    {
-        ngx_http_corelog_pg_nup--;
+    if (pc->backoff.timer_set) {
+        ngx_del_timer(&pc->backoff);
     }
 
-    pc->state = NGX_HTTP_CORELOG_PG_DOWN;
+    ngx_http_corelog_pg_enter(pc, NGX_HTTP_CORELOG_PG_DOWN);
     pc->flushing = 0;
-    pc->prepared = 0;
+    pc->nprepared = 0;
     pc->preparing = NULL;
 
     if (pc->c) {

@@ -159,7 +159,7 @@ static ngx_http_corelog_stmt_t  ngx_http_corelog_token_stmt = {
     "  FROM " NGX_HTTP_CORELOG_UNNEST(NGX_HTTP_CORELOG_TOKEN_PARAMS)
     "  LEFT JOIN corelog.tokens AS t ON t.token_hash = i.hash",
 
-    1, 1, { 0 }, ngx_http_corelog_token_columns,
+    1, 1, ngx_http_corelog_token_columns,
     NGX_HTTP_CORELOG_TOKEN_NCOLS, NGX_HTTP_CORELOG_KIND_LOOKUP, NULL
 };
 
@@ -314,7 +314,7 @@ ngx_http_corelog_token_handler(ngx_http_request_t *r)
         return ngx_http_corelog_token_deny(r, tn->state);
     }
 
-    op = ngx_http_corelog_batch_op(r, &ngx_http_corelog_token_stmt);
+    op = ngx_http_corelog_queue_op(r, &ngx_http_corelog_token_stmt);
     if (op == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -333,7 +333,7 @@ ngx_http_corelog_token_handler(ngx_http_request_t *r)
     r->main->count++;
     r->read_event_handler = ngx_http_test_reading;
 
-    rc = ngx_http_corelog_batch_post(op);
+    rc = ngx_http_corelog_queue_post(op);
 
     if (rc != NGX_OK) {
         /* the queue layer has said why, at most once a second */
