@@ -29,8 +29,7 @@
 
 /*
  * A connection attempt that fails is an error the first time, and info
- * while it keeps failing; "PostgreSQL is unavailable" and "available
- * again" are logged once per outage of the whole pool.
+ * while it keeps failing (the user logs the outage of its pool, once).
  */
 #define NGX_HTTP_CORELOG_PG_LEVEL(pc)                                        \
     ((pc)->failures ? NGX_LOG_INFO : NGX_LOG_ERR)

@@ -700,7 +700,9 @@ ngx_http_corelog_queue_done(ngx_http_corelog_pg_conn_t *pc, ngx_int_t rc,
 
 /*
  * pc is lost: its ops get rc; when no connection is up or coming, every
- * queued op gets 503 at once rather than wait for one.
+ * queued op gets 503 at once rather than wait for one.  "PostgreSQL is
+ * unavailable" and "available again" are logged once per outage of the
+ * whole pool.
  */
 
 static void
