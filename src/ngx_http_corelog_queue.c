@@ -171,9 +171,8 @@ ngx_http_corelog_queue_exit_process(ngx_cycle_t *cycle,
 ngx_http_corelog_op_t *
 ngx_http_corelog_queue_op(ngx_http_request_t *r, ngx_http_corelog_stmt_t *stmt)
 {
-    ngx_pool_cleanup_t            *cln;
-    ngx_http_corelog_op_t         *op;
-    ngx_http_corelog_main_conf_t  *cmcf;
+    ngx_pool_cleanup_t     *cln;
+    ngx_http_corelog_op_t  *op;
 
     op = ngx_pcalloc(r->pool, sizeof(ngx_http_corelog_op_t));
     if (op == NULL) {
@@ -194,10 +193,8 @@ ngx_http_corelog_queue_op(ngx_http_request_t *r, ngx_http_corelog_stmt_t *stmt)
     cln->handler = ngx_http_corelog_queue_cleanup;
     cln->data = op;
 
-    cmcf = ngx_http_get_module_main_conf(r, ngx_http_corelog_module);
-
     op->request = r;
-    op->worker = cmcf->worker;
+    op->worker = ngx_http_corelog_worker();
     op->stmt = stmt;
     op->row = -1;
     op->state = NGX_HTTP_CORELOG_OP_NEW;
@@ -567,20 +564,18 @@ void
 ngx_http_corelog_queue_log_rows(ngx_cycle_t *cycle,
     ngx_http_corelog_stmt_t *stmt)
 {
-    u_char                        *p, *last;
-    ngx_uint_t                     i, s, any, *rows;
-    ngx_http_corelog_worker_t     *w;
-    ngx_http_corelog_main_conf_t  *cmcf;
-    u_char                         text[NGX_HTTP_CORELOG_HIST
-                                        * (2 * NGX_INT_T_LEN + 8)];
+    u_char                     *p, *last;
+    ngx_uint_t                  i, s, any, *rows;
+    ngx_http_corelog_worker_t  *w;
+    u_char                      text[NGX_HTTP_CORELOG_HIST
+                                     * (2 * NGX_INT_T_LEN + 8)];
 
-    cmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_corelog_module);
+    w = ngx_http_corelog_worker();
 
-    if (cmcf == NULL || cmcf->worker == NULL) {
+    if (w == NULL) {
         return;
     }
 
-    w = cmcf->worker;
     s = ngx_http_corelog_queue_stmt(w, stmt);
 
     if (s == w->nstmts) {
