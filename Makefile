@@ -2,7 +2,9 @@
 #
 #   make               build objs/ngx_http_corelog_module.so (= make build);
 #                      installs nothing: says what is missing (make deps)
-#   make test          deps, build, then run the Perl tests in t/ (prove)
+#   make test          deps, build, debug-build, then run the tests in t/
+#   make debug-build   build nginx --with-debug and the module in
+#                      .build/debug/ (for t/013-debug-log.t)
 #   make valgrind      deps, build, then run the tests under valgrind
 #   make asan          build nginx and the module with ASan + UBSan in
 #                      .build/asan/, then run the tests with them
@@ -35,7 +37,7 @@ PROVE_FLAGS ?=
 
 .DEFAULT_GOAL := build
 .PHONY: build deps test valgrind asan run bench soak clean distclean lint fuzz \
-        mutate
+        mutate debug-build
 # prerequisites in order, also under make -j: deps before build
 .NOTPARALLEL:
 
@@ -45,7 +47,12 @@ deps:
 build:
 	scripts/build.sh
 
-test: deps build
+# nginx itself --with-debug from a full source tree, for the test that
+# reads its debug log; a minute or two the first time, then incremental.
+debug-build:
+	scripts/nginx-build.sh .build/debug
+
+test: deps build debug-build
 	prove -I t/lib -r -j$(PROVE_JOBS) $(PROVE_FLAGS) $(TESTS)
 
 # nginx (master, workers) under valgrind's memcheck, with t/valgrind.supp:

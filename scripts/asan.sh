@@ -5,13 +5,13 @@
 #   scripts/asan.sh            build .build/asan/, then prove over $TESTS
 #   scripts/asan.sh --build    build only
 #
-# nginx comes from a full source tree (scripts/nginx-source.sh: the
-# installed nginx's version, 1.22.1 on bookworm) configured with
-# --builddir=.build/asan (objs/ and `make build` are never touched) and
-# --add-dynamic-module=<this repository>, so the module .so gets the same
-# flags.  NGX_DEBUG_PALLOC=1 makes every pool allocation its own malloc():
-# ASan then sees an overflow of a pool allocation too.  The configure step
-# runs again only when its flags or ./config change; make is incremental.
+# scripts/nginx-build.sh builds nginx from a full source tree (the
+# installed nginx's version, 1.22.1 on bookworm) and the module as its
+# dynamic module, with the same flags, in .build/asan/ (objs/ and `make
+# build` are never touched; configure runs again only when its flags or
+# ./config change; make is incremental).  NGX_DEBUG_PALLOC=1 makes every
+# pool allocation its own malloc(): ASan then sees an overflow of a pool
+# allocation too.
 #
 # The tests run with TEST_CORELOG_NGINX / TEST_CORELOG_MODULE naming these
 # builds and TEST_CORELOG_ASAN=1: the harness (t/lib/Corelog/Test.pm) gives
@@ -28,10 +28,10 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 builddir=$top/.build/asan
 
 # --- what the build needs ----------------------------------------------
-# scripts/deps.sh: the module's build and the tests' packages; here what
-# building nginx itself with the sanitizers adds (addr2line: binutils).
-"$top/scripts/deps.sh" gcc libasan8 libubsan1 binutils \
-    libpcre2-dev zlib1g-dev libssl-dev
+# scripts/deps.sh: the module's build and the tests' packages (building
+# nginx itself among them); here what the sanitizers add (addr2line:
+# binutils).
+"$top/scripts/deps.sh" gcc libasan8 libubsan1 binutils
 
 if ! echo 'int main(void) { return 0; }' \
         | gcc -x c -fsanitize=address,undefined -o /dev/null - 2>/dev/null
@@ -41,8 +41,6 @@ then
 fi
 
 # --- nginx + the module under the sanitizers -----------------------------
-src=$("$top/scripts/nginx-source.sh" ${NGINX_VERSION:+"$NGINX_VERSION"})
-
 # Sanitizers: UBSan recovers (gcc's default for -fsanitize=undefined: each
 # report is logged and the process goes on, so one run shows all of them);
 # ASan stops the process at its first report (the memory is corrupt then).
@@ -50,38 +48,8 @@ cc_opt="-g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined"
 cc_opt="$cc_opt -DNGX_DEBUG_PALLOC=1"
 ld_opt="-fsanitize=address,undefined"
 
-# What t/ needs of nginx (the harness's self-test uses sub_filter); the
-# Debian package's list minus the dynamic modules, mail and stream.
-conf_args=(--with-cc-opt="$cc_opt" --with-ld-opt="$ld_opt"
-           --with-compat --with-debug --with-threads --with-pcre-jit
-           --with-http_ssl_module --with-http_sub_module
-           --with-http_auth_request_module --with-http_stub_status_module
-           --with-http_v2_module --with-http_realip_module
-           --add-dynamic-module="$top" --builddir="$builddir")
-
-stamp=$builddir/.configured
-want=$(printf '%s\n' "$src" "${conf_args[@]}")
-
-if [ ! -f "$stamp" ] || [ "$top/config" -nt "$stamp" ] \
-   || [ "$(cat "$stamp")" != "$want" ]; then
-    echo "asan: configuring nginx ($src) in $builddir" >&2
-    rm -rf "$builddir"
-    mkdir -p "$builddir"
-    (cd "$src" && ./configure "${conf_args[@]}") \
-        >"$builddir/configure.log" 2>&1 || {
-            tail -40 "$builddir/configure.log" >&2
-            echo "asan: configure failed ($builddir/configure.log)" >&2
-            exit 1; }
-    printf '%s\n' "$want" >"$stamp"
-fi
-
-echo "asan: building nginx and the module in $builddir (make.log)" >&2
-# the binary and the dynamic module (Makefile targets "binary", "modules")
-make -s -j"$(nproc)" -C "$src" -f "$builddir/Makefile" binary modules \
-    >"$builddir/make.log" 2>&1 || {
-        tail -60 "$builddir/make.log" >&2
-        echo "asan: make failed ($builddir/make.log)" >&2
-        exit 1; }
+"$top/scripts/nginx-build.sh" "$builddir" \
+    --with-cc-opt="$cc_opt" --with-ld-opt="$ld_opt"
 
 nginx_bin=$builddir/nginx
 module=$builddir/ngx_http_corelog_module.so

@@ -21,6 +21,8 @@ packages=(
     gcc libc6-dev make pkg-config
     nginx nginx-dev
     libjansson-dev libpq-dev libssl-dev
+    # make test builds nginx itself too (make debug-build, .build/debug/)
+    libpcre2-dev zlib1g-dev
     # run and test: PostgreSQL 15 (pg_stat_statements ships in
     # postgresql-15; postgresql-contrib is the bookworm metapackage for it)
     postgresql postgresql-contrib

@@ -5,8 +5,9 @@
 #   scripts/fuzz.sh --build    build only
 #
 # nginx comes from a full source tree (scripts/nginx-source.sh), configured
-# with clang into .build/fuzz (objs/ is never touched) with --add-module=
-# <this repository>: the module is compiled into nginx, statically, with
+# with clang into .build/fuzz by scripts/nginx-build.sh --bare (objs/ is
+# never touched) with --add-module=<this repository>: the module is
+# compiled into nginx, statically, with
 # -fsanitize=fuzzer-no-link,address,undefined and NGX_DEBUG_PALLOC=1 (every
 # pool allocation its own malloc(), so ASan sees an overflow of one).  Each
 # target is its harness (fuzz/*.c) linked with every object of that build
@@ -75,30 +76,12 @@ ld_opt="-fsanitize=address,undefined"
 conf_args=(--with-cc="$cc" --with-cc-opt="$cc_opt" --with-ld-opt="$ld_opt"
            --without-pcre --without-http_rewrite_module
            --without-http_gzip_module
-           --add-module="$top" --builddir="$builddir")
+           --add-module="$top")
 
-stamp=$builddir/.configured
-want=$(printf '%s\n' "$src" "${conf_args[@]}")
-
-if [ ! -f "$stamp" ] || [ "$top/config" -nt "$stamp" ] \
-   || [ "$(cat "$stamp")" != "$want" ]; then
-    echo "fuzz: configuring nginx ($src) in $builddir" >&2
-    rm -rf "$builddir"
-    mkdir -p "$builddir"
-    (cd "$src" && ASAN_OPTIONS=detect_leaks=0 ./configure "${conf_args[@]}") \
-        >"$builddir/configure.log" 2>&1 || {
-            tail -40 "$builddir/configure.log" >&2
-            echo "fuzz: configure failed ($builddir/configure.log)" >&2
-            exit 1; }
-    printf '%s\n' "$want" >"$stamp"
-fi
-
-echo "fuzz: building nginx and the module in $builddir" >&2
-make -s -j"$(nproc)" -C "$src" -f "$builddir/Makefile" binary \
-    >"$builddir/make.log" 2>&1 || {
-        tail -60 "$builddir/make.log" >&2
-        echo "fuzz: make failed ($builddir/make.log)" >&2
-        exit 1; }
+# the static module: its "modules" target is empty; configure runs test
+# programs built with the sanitizers (nginx's leaks are not our failures)
+ASAN_OPTIONS=detect_leaks=0 NGINX_VERSION=$version \
+    "$top/scripts/nginx-build.sh" --bare "$builddir" "${conf_args[@]}"
 
 # --- the targets ----------------------------------------------------------
 # The objects and libraries of nginx's own link command: the lines after
