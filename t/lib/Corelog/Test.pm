@@ -25,7 +25,8 @@ package Corelog::Test;
 #
 # Environment: TEST_CORELOG_KEEP=1 keeps the temporary directory;
 # TEST_CORELOG_NGINX, TEST_CORELOG_MODULE, TEST_CORELOG_PG_BINDIR override
-# the nginx binary, the module .so and the PostgreSQL bin directory.
+# the nginx binary, the module .so and the PostgreSQL bin directory;
+# TEST_CORELOG_DEBUG_BUILD the directory of use_debug_build()'s.
 #
 # TEST_CORELOG_VALGRIND=1 (`make valgrind`) runs nginx under valgrind's
 # memcheck (the master, its daemonising parent and every worker, each
@@ -1437,6 +1438,41 @@ sub _addr2line {
 }
 
 # ASan block -- end
+###########################################################################
+# the --with-debug build
+
+# Corelog::Test::use_debug_build() before new(): this test file's nginx and
+# module become those of `make debug-build` (scripts/nginx-build.sh:
+# .build/debug/, or TEST_CORELOG_DEBUG_BUILD), so that `error_log ... debug`
+# shows the module's ngx_log_debug lines.  When TEST_CORELOG_NGINX or
+# TEST_CORELOG_MODULE names a build (make asan, make mutate: built with
+# --with-debug too), that one stays.  Returns '' or, when there is no such
+# build, the reason to skip.
+sub use_debug_build {
+    unless (defined $ENV{TEST_CORELOG_NGINX}
+            || defined $ENV{TEST_CORELOG_MODULE})
+    {
+        my $dir = $ENV{TEST_CORELOG_DEBUG_BUILD} // "$ROOT/.build/debug";
+        my $so = "$dir/ngx_http_corelog_module.so";
+        return "no debug build in $dir (make debug-build)"
+            unless -x "$dir/nginx" && -f $so;
+        ($NGINX, $MODULE) = ("$dir/nginx", $so);
+
+        my @newer = grep { (stat $_)[9] > (stat $so)[9] }
+                    glob "$ROOT/src/*.[ch] $ROOT/*.c $ROOT/config";
+        Test::More::diag("$so is older than "
+                         . join(' ', map { s{^\Q$ROOT\E/}{}r } @newer)
+                         . ': make debug-build') if @newer;
+    }
+
+    open my $fh, '-|', 'sh', '-c', 'exec "$0" -V 2>&1', $NGINX
+        or return "$NGINX -V: $!";
+    my $v = do { local $/; <$fh> } // '';
+    close $fh;
+    return '' if $v =~ /^configure arguments:.* --with-debug\b/m;
+    return "$NGINX is not built --with-debug";
+}
+
 ###########################################################################
 
 sub _cleanup {
