@@ -53,7 +53,6 @@ ld_opt="-fsanitize=address,undefined"
 
 nginx_bin=$builddir/nginx
 module=$builddir/ngx_http_corelog_module.so
-ls -l "$nginx_bin" "$module" >&2
 
 [ "${1:-}" = --build ] && exit 0
 
