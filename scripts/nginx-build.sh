@@ -59,7 +59,8 @@ if [ ! -f "$stamp" ] || [ "$top/config" -nt "$stamp" ] \
     (cd "$src" && ./configure "${conf_args[@]}") \
         >"$builddir/configure.log" 2>&1 || {
             tail -40 "$builddir/configure.log" >&2
-            echo "$name: configure failed ($builddir/configure.log)" >&2
+            echo "$name: configure failed ($builddir/configure.log);" \
+                 "\`make deps\` installs the packages it needs" >&2
             exit 1; }
     printf '%s\n' "$want" >"$stamp"
 fi
