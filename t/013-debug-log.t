@@ -30,7 +30,7 @@ my $ch = $t->make_channel($acc, 'payments');
 my $g = $t->make_log_group($acc, 'proj-a');
 my $st = $t->make_log_stream($g);
 
-# [ name, URI, authorization header, body, status ]
+# [ route, URI, auth header => token, body, status ]
 my @routes = (
     [ core_log => "/core-log/$s->{traffic_source_id}",
       Authorization => "Bearer $tok",
