@@ -94,8 +94,8 @@ for my $route (@routes) {
         like($op[0] // '', qr/^taken into statement "\Q$name\E/,
              "the statement is ${name}'s");
 
-        my @routes = map { /^(?:request entered|body parsed): route "(.*)"/ }
-                     @lines;
+        my @routes =
+            map { /^(?:request entered|body parsed): route "([^"]*)"/ } @lines;
         is($routes[1], $routes[0], 'the same route entered and parsed')
             if @routes == 2;
 
