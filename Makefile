@@ -2,7 +2,8 @@
 #
 #   make               build objs/ngx_http_corelog_module.so (= make build);
 #                      installs nothing: says what is missing (make deps)
-#   make test          deps, build, debug-build, then run the tests in t/
+#   make test          deps, build (and debug-build if nginx is not
+#                      --with-debug), then run the tests in t/
 #   make debug-build   build nginx --with-debug and the module in
 #                      .build/debug/ (for t/013-debug-log.t)
 #   make valgrind      deps, build, then run the tests under valgrind
@@ -52,7 +53,10 @@ build:
 debug-build:
 	scripts/nginx-build.sh .build/debug
 
-test: deps build debug-build
+# the stock nginx when it is --with-debug (Debian's is), else .build/debug
+test: deps build
+	@nginx=$${TEST_CORELOG_NGINX:-/usr/sbin/nginx}; \
+	"$$nginx" -V 2>&1 | grep -q -- '--with-debug' || $(MAKE) debug-build
 	prove -I t/lib -r -j$(PROVE_JOBS) $(PROVE_FLAGS) $(TESTS)
 
 # nginx (master, workers) under valgrind's memcheck, with t/valgrind.supp:

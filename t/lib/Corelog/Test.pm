@@ -1441,16 +1441,19 @@ sub _addr2line {
 ###########################################################################
 # the --with-debug build
 
-# Corelog::Test::use_debug_build() before new(): this test file's nginx and
-# module become those of `make debug-build` (scripts/nginx-build.sh:
-# .build/debug/, or TEST_CORELOG_DEBUG_BUILD), so that `error_log ... debug`
-# shows the module's ngx_log_debug lines.  When TEST_CORELOG_NGINX or
+# Corelog::Test::use_debug_build() before new(): so that `error_log ...
+# debug` shows the module's ngx_log_debug lines, this test file runs the
+# stock nginx and objs/ when that nginx is --with-debug (Debian's is), else
+# those of `make debug-build` (scripts/nginx-build.sh: .build/debug/, or
+# TEST_CORELOG_DEBUG_BUILD, which also forces them).  When TEST_CORELOG_NGINX or
 # TEST_CORELOG_MODULE names a build (make asan, make mutate: built with
 # --with-debug too), that one stays.  Returns '' or, when there is no such
 # build, the reason to skip.
 sub use_debug_build {
     unless (defined $ENV{TEST_CORELOG_NGINX}
-            || defined $ENV{TEST_CORELOG_MODULE})
+            || defined $ENV{TEST_CORELOG_MODULE}
+            || (!defined $ENV{TEST_CORELOG_DEBUG_BUILD}
+                && _with_debug($NGINX)))
     {
         my $dir = $ENV{TEST_CORELOG_DEBUG_BUILD} // "$ROOT/.build/debug";
         my $so = "$dir/ngx_http_corelog_module.so";
@@ -1465,12 +1468,18 @@ sub use_debug_build {
                          . ': make debug-build') if @newer;
     }
 
-    open my $fh, '-|', 'sh', '-c', 'exec "$0" -V 2>&1', $NGINX
-        or return "$NGINX -V: $!";
+    return '' if _with_debug($NGINX);
+    return "$NGINX is not built --with-debug";
+}
+
+# nginx -V says --with-debug (Debian's nginx is built so)
+sub _with_debug {
+    my ($nginx) = @_;
+
+    open my $fh, '-|', 'sh', '-c', 'exec "$0" -V 2>&1', $nginx or return 0;
     my $v = do { local $/; <$fh> } // '';
     close $fh;
-    return '' if $v =~ /^configure arguments:.* --with-debug\b/m;
-    return "$NGINX is not built --with-debug";
+    return $v =~ /^configure arguments:.* --with-debug\b/m;
 }
 
 ###########################################################################
