@@ -308,7 +308,7 @@ struct ngx_http_corelog_op_s {
     ngx_queue_t                  queue;
     ngx_http_request_t          *request;
     ngx_http_corelog_worker_t   *worker;          /* NULL: no queue */
-    ngx_http_corelog_stmt_t     *stmt;
+    const ngx_http_corelog_stmt_t *stmt;
     ngx_http_corelog_value_t    *values;          /* stmt->nparams */
     ngx_http_corelog_op_handler_pt  handler;
     void                        *data;
@@ -376,9 +376,9 @@ struct ngx_http_corelog_pg_conn_s {
     ngx_uint_t                   failures;    /* since the last success */
     PGresult                    *res;
     PGresult                    *error;
-    ngx_http_corelog_stmt_t     *prepared[NGX_HTTP_CORELOG_PG_PREPARED];
+    const ngx_http_corelog_stmt_t *prepared[NGX_HTTP_CORELOG_PG_PREPARED];
     ngx_uint_t                   nprepared;
-    ngx_http_corelog_stmt_t     *preparing;
+    const ngx_http_corelog_stmt_t *preparing;
     ngx_http_corelog_main_conf_t  *conf;
     const ngx_http_corelog_pg_handlers_t  *handlers;
     void                        *data;        /* the user's */
@@ -418,7 +418,7 @@ struct ngx_http_corelog_worker_s {
     ngx_uint_t                   nparams;         /* room in params */
 
     /* rows per statement, by powers of two: logged at worker exit */
-    ngx_http_corelog_stmt_t     *stmts[NGX_HTTP_CORELOG_STMTS];
+    const ngx_http_corelog_stmt_t *stmts[NGX_HTTP_CORELOG_STMTS];
     ngx_uint_t                   rows[NGX_HTTP_CORELOG_STMTS]
                                      [NGX_HTTP_CORELOG_HIST];
     ngx_uint_t                   nstmts;
@@ -454,7 +454,7 @@ typedef struct {
 struct ngx_http_corelog_api_s {
     ngx_str_t                    name;
     ngx_uint_t                   nargs;           /* corelog_api arguments */
-    ngx_http_corelog_stmt_t     *stmt;
+    const ngx_http_corelog_stmt_t *stmt;
 
     /* validate the parsed body; fill op->values; NGX_DECLINED + err */
     ngx_int_t                  (*prepare)(ngx_http_request_t *r,
@@ -525,7 +525,7 @@ void ngx_http_corelog_pg_open(ngx_http_corelog_pg_conn_t *pc,
     const ngx_http_corelog_pg_handlers_t *handlers, void *data,
     ngx_log_t *log);
 ngx_int_t ngx_http_corelog_pg_send(ngx_http_corelog_pg_conn_t *pc,
-    ngx_http_corelog_stmt_t *stmt);
+    const ngx_http_corelog_stmt_t *stmt);
 void ngx_http_corelog_pg_close(ngx_http_corelog_pg_conn_t *pc);
 
 /* ngx_http_corelog_queue.c */
@@ -534,16 +534,16 @@ ngx_int_t ngx_http_corelog_queue_init_process(ngx_cycle_t *cycle,
 void ngx_http_corelog_queue_exit_process(ngx_cycle_t *cycle,
     ngx_http_corelog_main_conf_t *cmcf);
 ngx_http_corelog_op_t *ngx_http_corelog_queue_op(ngx_http_request_t *r,
-    ngx_http_corelog_stmt_t *stmt);
+    const ngx_http_corelog_stmt_t *stmt);
 ngx_int_t ngx_http_corelog_queue_post(ngx_http_corelog_op_t *op);
 void ngx_http_corelog_queue_log_rows(ngx_cycle_t *cycle,
-    ngx_http_corelog_stmt_t *stmt);
+    const ngx_http_corelog_stmt_t *stmt);
 
 /* ngx_http_corelog_value.c */
 size_t ngx_http_corelog_value_op_size(ngx_http_corelog_op_t *op);
-size_t ngx_http_corelog_value_params_size(ngx_http_corelog_stmt_t *stmt,
+size_t ngx_http_corelog_value_params_size(const ngx_http_corelog_stmt_t *stmt,
     ngx_http_corelog_op_t **ops, ngx_uint_t nops);
-ngx_int_t ngx_http_corelog_value_params(ngx_http_corelog_stmt_t *stmt,
+ngx_int_t ngx_http_corelog_value_params(const ngx_http_corelog_stmt_t *stmt,
     ngx_http_corelog_op_t **ops, ngx_uint_t nops, u_char *p,
     ngx_http_corelog_params_t *params, ngx_log_t *log);
 void ngx_http_corelog_value_text(ngx_http_corelog_value_t *v,
@@ -564,7 +564,7 @@ void ngx_http_corelog_value_json(ngx_http_corelog_out_t *out,
 void ngx_http_corelog_value_fields(ngx_http_corelog_out_t *out,
     ngx_http_corelog_value_t *values, const ngx_http_corelog_field_t *fields,
     ngx_uint_t n);
-ngx_int_t ngx_http_corelog_value_verdict(ngx_http_corelog_stmt_t *stmt,
+ngx_int_t ngx_http_corelog_value_verdict(const ngx_http_corelog_stmt_t *stmt,
     PGresult *res, int row, ngx_http_corelog_error_t *err);
 #if (NGX_DEBUG)
 void ngx_http_corelog_value_debug(ngx_http_request_t *r, ngx_str_t *route,

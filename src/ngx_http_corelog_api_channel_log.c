@@ -123,7 +123,7 @@ static const ngx_http_corelog_result_t
  * hear of it once it is committed, and only then.
  */
 
-static ngx_http_corelog_stmt_t  ngx_http_corelog_channel_log_stmt = {
+static const ngx_http_corelog_stmt_t ngx_http_corelog_channel_log_stmt = {
     "channel_log_insert",
 
     "WITH input AS ("

@@ -93,7 +93,7 @@ static const ngx_http_corelog_result_t  ngx_http_corelog_core_log_results[] = {
  * row never fails the rows beside it.
  */
 
-static ngx_http_corelog_stmt_t  ngx_http_corelog_core_log_stmt = {
+static const ngx_http_corelog_stmt_t ngx_http_corelog_core_log_stmt = {
     "core_log_insert",
 
     "WITH input AS ("

@@ -83,7 +83,7 @@ static const ngx_http_corelog_result_t  ngx_http_corelog_logtank_results[] = {
  * two requests race for it.
  */
 
-static ngx_http_corelog_stmt_t  ngx_http_corelog_logtank_stmt = {
+static const ngx_http_corelog_stmt_t ngx_http_corelog_logtank_stmt = {
     "logtank_insert",
 
     "WITH input AS ("

@@ -47,7 +47,7 @@ static void ngx_http_corelog_pg_read_handler(ngx_event_t *rev);
 static void ngx_http_corelog_pg_write_handler(ngx_event_t *wev);
 static ngx_int_t ngx_http_corelog_pg_flush(ngx_http_corelog_pg_conn_t *pc);
 static ngx_uint_t ngx_http_corelog_pg_is_prepared(
-    ngx_http_corelog_pg_conn_t *pc, ngx_http_corelog_stmt_t *stmt);
+    ngx_http_corelog_pg_conn_t *pc, const ngx_http_corelog_stmt_t *stmt);
 static void ngx_http_corelog_pg_prepared(ngx_http_corelog_pg_conn_t *pc,
     PGresult *res, PGresult *error);
 static void ngx_http_corelog_pg_idle_input(ngx_http_corelog_pg_conn_t *pc);
@@ -688,7 +688,7 @@ ngx_http_corelog_pg_write_handler(ngx_event_t *wev)
 
 ngx_int_t
 ngx_http_corelog_pg_send(ngx_http_corelog_pg_conn_t *pc,
-    ngx_http_corelog_stmt_t *stmt)
+    const ngx_http_corelog_stmt_t *stmt)
 {
     int                         sent;
     ngx_int_t                   rc;
@@ -770,7 +770,7 @@ ngx_http_corelog_pg_send(ngx_http_corelog_pg_conn_t *pc,
 
 static ngx_uint_t
 ngx_http_corelog_pg_is_prepared(ngx_http_corelog_pg_conn_t *pc,
-    ngx_http_corelog_stmt_t *stmt)
+    const ngx_http_corelog_stmt_t *stmt)
 {
     ngx_uint_t  i;
 
@@ -985,7 +985,7 @@ ngx_http_corelog_pg_prepared(ngx_http_corelog_pg_conn_t *pc, PGresult *res,
     PGresult *error)
 {
     ngx_int_t                 rc;
-    ngx_http_corelog_stmt_t  *stmt;
+    const ngx_http_corelog_stmt_t *stmt;
 
     stmt = pc->preparing;
     pc->preparing = NULL;

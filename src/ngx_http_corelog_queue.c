@@ -21,7 +21,7 @@
 struct ngx_http_corelog_queue_conn_s {
     ngx_http_corelog_pg_conn_t   pg;
     ngx_http_corelog_worker_t   *worker;
-    ngx_http_corelog_stmt_t     *stmt;        /* of the ops */
+    const ngx_http_corelog_stmt_t *stmt;        /* of the ops */
     ngx_http_corelog_op_t      **ops;         /* the statement's rows */
     ngx_uint_t                   nops;
     ngx_msec_t                   taken;       /* when the ops were */
@@ -39,9 +39,9 @@ static void ngx_http_corelog_queue_spill_handler(ngx_event_t *ev);
 static ngx_int_t ngx_http_corelog_queue_take(
     ngx_http_corelog_queue_conn_t *qc);
 static void ngx_http_corelog_queue_count_rows(ngx_http_corelog_worker_t *w,
-    ngx_http_corelog_stmt_t *stmt, ngx_uint_t rows);
+    const ngx_http_corelog_stmt_t *stmt, ngx_uint_t rows);
 static ngx_uint_t ngx_http_corelog_queue_stmt(ngx_http_corelog_worker_t *w,
-    ngx_http_corelog_stmt_t *stmt);
+    const ngx_http_corelog_stmt_t *stmt);
 static void ngx_http_corelog_queue_unqueue(ngx_http_corelog_op_t *op);
 static void ngx_http_corelog_queue_release(ngx_http_corelog_queue_conn_t *qc);
 static void ngx_http_corelog_queue_ready(ngx_http_corelog_pg_conn_t *pc);
@@ -169,7 +169,8 @@ ngx_http_corelog_queue_exit_process(ngx_cycle_t *cycle,
 
 
 ngx_http_corelog_op_t *
-ngx_http_corelog_queue_op(ngx_http_request_t *r, ngx_http_corelog_stmt_t *stmt)
+ngx_http_corelog_queue_op(ngx_http_request_t *r,
+    const ngx_http_corelog_stmt_t *stmt)
 {
     ngx_pool_cleanup_t     *cln;
     ngx_http_corelog_op_t  *op;
@@ -419,7 +420,7 @@ ngx_http_corelog_queue_take(ngx_http_corelog_queue_conn_t *qc)
     ngx_uint_t                     n, lookups;
     ngx_queue_t                   *q, *next;
     ngx_http_corelog_op_t         *op;
-    ngx_http_corelog_stmt_t       *stmt;
+    const ngx_http_corelog_stmt_t *stmt;
     ngx_http_corelog_worker_t     *w;
     ngx_http_corelog_main_conf_t  *cmcf;
 
@@ -518,7 +519,7 @@ ngx_http_corelog_queue_take(ngx_http_corelog_queue_conn_t *qc)
 
 static void
 ngx_http_corelog_queue_count_rows(ngx_http_corelog_worker_t *w,
-    ngx_http_corelog_stmt_t *stmt, ngx_uint_t rows)
+    const ngx_http_corelog_stmt_t *stmt, ngx_uint_t rows)
 {
     ngx_uint_t  s, n;
 
@@ -544,7 +545,7 @@ ngx_http_corelog_queue_count_rows(ngx_http_corelog_worker_t *w,
 
 static ngx_uint_t
 ngx_http_corelog_queue_stmt(ngx_http_corelog_worker_t *w,
-    ngx_http_corelog_stmt_t *stmt)
+    const ngx_http_corelog_stmt_t *stmt)
 {
     ngx_uint_t  s;
 
@@ -562,7 +563,7 @@ ngx_http_corelog_queue_stmt(ngx_http_corelog_worker_t *w,
 
 void
 ngx_http_corelog_queue_log_rows(ngx_cycle_t *cycle,
-    ngx_http_corelog_stmt_t *stmt)
+    const ngx_http_corelog_stmt_t *stmt)
 {
     u_char                     *p, *last;
     ngx_uint_t                  i, s, any, *rows;
@@ -743,7 +744,7 @@ ngx_http_corelog_queue_params(ngx_http_corelog_pg_conn_t *pc,
 {
     u_char                         *p;
     ngx_uint_t                      i, n;
-    ngx_http_corelog_stmt_t        *stmt;
+    const ngx_http_corelog_stmt_t  *stmt;
     ngx_http_corelog_worker_t      *w;
     ngx_http_corelog_queue_conn_t  *qc;
 

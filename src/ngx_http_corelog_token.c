@@ -143,7 +143,7 @@ static const ngx_http_corelog_column_t  ngx_http_corelog_token_columns[] = {
 };
 
 
-static ngx_http_corelog_stmt_t  ngx_http_corelog_token_stmt = {
+static const ngx_http_corelog_stmt_t ngx_http_corelog_token_stmt = {
     "token_lookup",
 
     /* one row per input row; an unknown token has NULLs */

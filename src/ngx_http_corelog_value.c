@@ -183,7 +183,7 @@ ngx_http_corelog_value_op_size(ngx_http_corelog_op_t *op)
 /* the bytes the parameters of these ops take at most */
 
 size_t
-ngx_http_corelog_value_params_size(ngx_http_corelog_stmt_t *stmt,
+ngx_http_corelog_value_params_size(const ngx_http_corelog_stmt_t *stmt,
     ngx_http_corelog_op_t **ops, ngx_uint_t nops)
 {
     size_t      size;
@@ -215,7 +215,7 @@ ngx_http_corelog_value_params_size(ngx_http_corelog_stmt_t *stmt,
  */
 
 ngx_int_t
-ngx_http_corelog_value_params(ngx_http_corelog_stmt_t *stmt,
+ngx_http_corelog_value_params(const ngx_http_corelog_stmt_t *stmt,
     ngx_http_corelog_op_t **ops, ngx_uint_t nops, u_char *p,
     ngx_http_corelog_params_t *params, ngx_log_t *log)
 {
@@ -513,8 +513,8 @@ ngx_http_corelog_value_fields(ngx_http_corelog_out_t *out,
  */
 
 ngx_int_t
-ngx_http_corelog_value_verdict(ngx_http_corelog_stmt_t *stmt, PGresult *res,
-    int row, ngx_http_corelog_error_t *err)
+ngx_http_corelog_value_verdict(const ngx_http_corelog_stmt_t *stmt,
+    PGresult *res, int row, ngx_http_corelog_error_t *err)
 {
     ngx_uint_t                        i;
     const ngx_http_corelog_result_t  *rc;
