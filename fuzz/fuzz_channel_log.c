@@ -41,7 +41,7 @@ static const char  *ngx_http_corelog_fuzz_types[] = {
 int
 LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-    ngx_http_corelog_stmt_t  *stmt;
+    const ngx_http_corelog_stmt_t  *stmt;
 
     ngx_http_corelog_fuzz_init();
 
