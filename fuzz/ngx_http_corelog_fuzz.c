@@ -646,11 +646,11 @@ ngx_http_corelog_fuzz_done(ngx_http_corelog_fuzz_body_t *fb)
 static void
 ngx_http_corelog_fuzz_check_values(ngx_http_corelog_fuzz_body_t *fb)
 {
-    ngx_uint_t                 i, type;
-    const char                *bad;
-    ngx_http_corelog_op_t     *op;
-    ngx_http_corelog_stmt_t   *stmt;
-    ngx_http_corelog_value_t  *v;
+    ngx_uint_t                      i, type;
+    const char                     *bad;
+    ngx_http_corelog_op_t          *op;
+    ngx_http_corelog_value_t       *v;
+    const ngx_http_corelog_stmt_t  *stmt;
 
     op = fb->op;
     stmt = fb->ctx->api->stmt;
