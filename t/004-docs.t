@@ -128,6 +128,10 @@ cmp_ok($messages, '>=', 40, 'the error-log messages are found');
 
 my $t = Corelog::Test->new(pg => 0);
 my $dir = $t->dir;
+
+# nginx -t opens the pid file and the default access log under its prefix:
+# an nginx built with its own prefix (make asan) needs logs/ there
+mkdir "$dir/logs" or -d "$dir/logs" or die "$dir/logs: $!\n";
 my $module = $Corelog::Test::MODULE;
 
 # A whole configuration (main context): the module of this tree, temp
