@@ -132,13 +132,23 @@ ngx_http_corelog_pg_conninfo(ngx_conf_t *cf, ngx_http_corelog_main_conf_t *cmcf)
 
         } else if (ngx_strcmp(o->keyword, "hostaddr") == 0) {
             hostaddr = o->val;
+
+        } else if (ngx_strcmp(o->keyword, "client_encoding") == 0
+                   && ngx_strcasecmp((u_char *) o->val, (u_char *) "UTF8")
+                      != 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "corelog: client_encoding \"%s\" in conninfo: "
+                               "the module sends UTF8", o->val);
+            PQconninfoFree(opts);
+            return NGX_CONF_ERROR;
         }
     }
 
-    /* room for hostaddr, fallback_application_name and the NULL */
+    /* room for hostaddr, client_encoding, fallback_application_name, NULL */
 
-    cmcf->keywords = ngx_pcalloc(cf->pool, (n + 3) * sizeof(char *));
-    cmcf->values = ngx_pcalloc(cf->pool, (n + 3) * sizeof(char *));
+    cmcf->keywords = ngx_pcalloc(cf->pool, (n + 4) * sizeof(char *));
+    cmcf->values = ngx_pcalloc(cf->pool, (n + 4) * sizeof(char *));
 
     if (cmcf->keywords == NULL || cmcf->values == NULL) {
         PQconninfoFree(opts);
@@ -148,7 +158,9 @@ ngx_http_corelog_pg_conninfo(ngx_conf_t *cf, ngx_http_corelog_main_conf_t *cmcf)
     i = 0;
 
     for (o = opts; o->keyword; o++) {
-        if (o->val == NULL || o->val[0] == '\0') {
+        if (o->val == NULL || o->val[0] == '\0'
+            || ngx_strcmp(o->keyword, "client_encoding") == 0)
+        {
             continue;
         }
 
@@ -195,6 +207,12 @@ ngx_http_corelog_pg_conninfo(ngx_conf_t *cf, ngx_http_corelog_main_conf_t *cmcf)
             i++;
         }
     }
+
+    /* the text the module sends is UTF-8, whatever the database's default */
+
+    cmcf->keywords[i] = "client_encoding";
+    cmcf->values[i] = "UTF8";
+    i++;
 
     cmcf->keywords[i] = "fallback_application_name";
     cmcf->values[i] = "nginx-corelog";
@@ -556,8 +574,26 @@ ngx_http_corelog_pg_poll(ngx_http_corelog_pg_conn_t *pc)
 static void
 ngx_http_corelog_pg_connected(ngx_http_corelog_pg_conn_t *pc)
 {
+    const char  *encoding;
+
     if (pc->c->read->timer_set) {
         ngx_del_timer(pc->c->read);
+    }
+
+    /*
+     * A database of another encoding cannot store every text the routes
+     * accept (or, SQL_ASCII, checks none of it): no write goes there.
+     */
+
+    encoding = PQparameterStatus(pc->conn, "server_encoding");
+
+    if (encoding == NULL || ngx_strcmp(encoding, "UTF8") != 0) {
+        ngx_log_error(NGX_HTTP_CORELOG_PG_LEVEL(pc), &pc->log, 0,
+                      "corelog: the database's encoding is %s, not UTF8: "
+                      "no write goes to it",
+                      encoding ? encoding : "unknown");
+        ngx_http_corelog_pg_lost(pc, NGX_HTTP_SERVICE_UNAVAILABLE);
+        return;
     }
 
     if (ngx_http_corelog_pg_events(pc, 1, 0) != NGX_OK) {
