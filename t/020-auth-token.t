@@ -184,5 +184,14 @@ subtest 'a token that expires soon is cached no longer than it lives' => sub {
        'expired, though the cache TTL has not passed');
 };
 
+subtest 'a token that expires at infinity never expires' => sub {
+    my $forever = $t->make_token($acc);
+    $t->dbh->do(q{UPDATE corelog.tokens SET expires_at = 'infinity'
+                   WHERE token_hash = sha256(convert_to(?, 'UTF8'))},
+                undef, $forever);
+    is(post({ Authorization => "Bearer $forever" })->{status}, 201,
+       'valid: 201');
+};
+
 $t->done;
 done_testing;
