@@ -63,6 +63,7 @@ static ngx_str_t ngx_http_corelog_pg_message(const char *msg, u_char *buf,
     size_t size);
 static void ngx_http_corelog_pg_result_error(ngx_http_corelog_pg_conn_t *pc,
     PGresult *res, const char *what);
+static ngx_uint_t ngx_http_corelog_pg_utf8_name(const char *name);
 static char *ngx_http_corelog_pg_hostaddr(ngx_conf_t *cf, const char *host,
     ngx_uint_t resolve, ngx_str_t *hostaddr);
 
@@ -134,8 +135,7 @@ ngx_http_corelog_pg_conninfo(ngx_conf_t *cf, ngx_http_corelog_main_conf_t *cmcf)
             hostaddr = o->val;
 
         } else if (ngx_strcmp(o->keyword, "client_encoding") == 0
-                   && ngx_strcasecmp((u_char *) o->val, (u_char *) "UTF8")
-                      != 0)
+                   && !ngx_http_corelog_pg_utf8_name(o->val))
         {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "corelog: client_encoding \"%s\" in conninfo: "
@@ -228,6 +228,38 @@ ngx_http_corelog_pg_conninfo(ngx_conf_t *cf, ngx_http_corelog_main_conf_t *cmcf)
  * address with libpq's file name; names are resolved (unless resolve is
  * 0: hostaddr was given) into a hostaddr list of the same entries.
  */
+
+/*
+ * Whether an encoding name is UTF8 the way PostgreSQL reads it: case and
+ * characters other than letters and digits ignored ("UTF-8", "utf8"), or
+ * its alias "unicode".
+ */
+
+static ngx_uint_t
+ngx_http_corelog_pg_utf8_name(const char *name)
+{
+    u_char       c, clean[8], *p;
+    const char  *s;
+
+    p = clean;
+
+    for (s = name; *s; s++) {
+        c = ngx_tolower((u_char) *s);
+
+        if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')) {
+            if (p == clean + sizeof(clean) - 1) {
+                return 0;
+            }
+
+            *p++ = c;
+        }
+    }
+
+    *p = '\0';
+
+    return ngx_strcmp(clean, "utf8") == 0 || ngx_strcmp(clean, "unicode") == 0;
+}
+
 
 static char *
 ngx_http_corelog_pg_hostaddr(ngx_conf_t *cf, const char *host,

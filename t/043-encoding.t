@@ -87,10 +87,17 @@ subtest 'nginx -t refuses another client_encoding' => sub {
     like($out, qr/\[emerg\].*corelog: client_encoding "LATIN1" in conninfo: the module sends UTF8/,
          'says why');
 
+    for my $name (qw(utf8 UTF-8 Unicode)) {
+        $t->write_shipped_conf(conninfo => $t->pg_conninfo
+                                           . " client_encoding=$name");
+        ($rc, $out) = $t->nginx_test_conf;
+        is($rc, 0, "client_encoding=$name is fine") or diag $out;
+    }
+
     $t->write_shipped_conf(conninfo => $t->pg_conninfo
-                                       . ' client_encoding=utf8');
+                                       . ' client_encoding=utf8mb4');
     ($rc, $out) = $t->nginx_test_conf;
-    is($rc, 0, 'client_encoding=utf8 is fine') or diag $out;
+    is($rc, 1, 'client_encoding=utf8mb4 is refused');
 };
 
 $t->done;
