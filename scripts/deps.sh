@@ -29,6 +29,9 @@ packages=(
     # test harness: prove, core Perl (Test::More, JSON::PP, IO::Select...)
     # plus DBI/DBD::Pg
     perl libdbd-pg-perl
+    # t/045: a DNS server whose answer moves (Net::DNS::Nameserver);
+    # t/046: PgBouncer in transaction mode between nginx and PostgreSQL
+    libnet-dns-perl pgbouncer
     # `make run` prints a curl line
     curl
     # make bench: the HTTP load generator
