@@ -264,6 +264,21 @@ ngx_http_corelog_init_main_conf(ngx_conf_t *cf, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    /*
+     * Half of corelog_query_timeout waiting for a connection, half for the
+     * statement; PostgreSQL ends a statement at four fifths of its half,
+     * so that the module hears of it (rolled back) before it gives up.
+     */
+
+    cmcf->wait_timeout = ngx_max(cmcf->query_timeout / 2, 1);
+    cmcf->statement_timeout = ngx_max(cmcf->query_timeout
+                                      - cmcf->wait_timeout, 1);
+    cmcf->server_timeout = ngx_max(cmcf->statement_timeout * 4 / 5, 1);
+
+    if (cmcf->keywords && cmcf->prepare) {
+        return ngx_http_corelog_pg_options(cf, cmcf);
+    }
+
     return NGX_CONF_OK;
 }
 

@@ -62,7 +62,8 @@ typedef struct {
 #define NGX_HTTP_CORELOG_LIMIT_STATEMENT      7
 #define NGX_HTTP_CORELOG_LIMIT_NO_ROW         8
 #define NGX_HTTP_CORELOG_LIMIT_NOTICE         9
-#define NGX_HTTP_CORELOG_LIMITS               10
+#define NGX_HTTP_CORELOG_LIMIT_UNUSABLE       10
+#define NGX_HTTP_CORELOG_LIMITS               11
 
 #define NGX_HTTP_CORELOG_LIMIT_NOTE_LEN       64
 
@@ -82,6 +83,18 @@ typedef struct {
     ngx_uint_t                   token_queue_max; /* per worker, lookups */
     ngx_msec_t                   query_timeout;
     ngx_msec_t                   connect_timeout;
+
+    /*
+     * corelog_query_timeout, shared: a write waits for a connection at
+     * most wait_timeout, then its statement runs at most statement_timeout
+     * before the module closes the connection; PostgreSQL's own
+     * statement_timeout (server_timeout, when the module can send it)
+     * ends the statement before that, rolled back.
+     */
+    ngx_msec_t                   wait_timeout;
+    ngx_msec_t                   statement_timeout;
+    ngx_msec_t                   server_timeout;
+
     ngx_uint_t                   batch_max;       /* rows per statement */
     ngx_uint_t                   token_cache_size;
     ngx_msec_t                   token_cache_ttl;
@@ -518,6 +531,8 @@ ngx_int_t ngx_http_corelog_token_init_process(ngx_cycle_t *cycle,
 void ngx_http_corelog_token_exit_process(ngx_cycle_t *cycle);
 
 /* ngx_http_corelog_pg.c */
+char *ngx_http_corelog_pg_options(ngx_conf_t *cf,
+    ngx_http_corelog_main_conf_t *cmcf);
 char *ngx_http_corelog_pg_conninfo(ngx_conf_t *cf,
     ngx_http_corelog_main_conf_t *cmcf);
 void ngx_http_corelog_pg_open(ngx_http_corelog_pg_conn_t *pc,

@@ -54,6 +54,8 @@ static void ngx_http_corelog_pg_idle_input(ngx_http_corelog_pg_conn_t *pc);
 static void ngx_http_corelog_pg_recv(ngx_http_corelog_pg_conn_t *pc);
 static void ngx_http_corelog_pg_done(ngx_http_corelog_pg_conn_t *pc);
 static ngx_int_t ngx_http_corelog_pg_status(PGresult *res);
+static ngx_uint_t ngx_http_corelog_pg_unusable(ngx_http_corelog_pg_conn_t *pc,
+    PGresult *res);
 static void ngx_http_corelog_pg_lost(ngx_http_corelog_pg_conn_t *pc,
     ngx_int_t rc);
 static void ngx_http_corelog_pg_retry(ngx_http_corelog_pg_conn_t *pc);
@@ -145,10 +147,13 @@ ngx_http_corelog_pg_conninfo(ngx_conf_t *cf, ngx_http_corelog_main_conf_t *cmcf)
         }
     }
 
-    /* room for hostaddr, client_encoding, fallback_application_name, NULL */
+    /*
+     * room for hostaddr, client_encoding, fallback_application_name,
+     * options (ngx_http_corelog_pg_options()), NULL
+     */
 
-    cmcf->keywords = ngx_pcalloc(cf->pool, (n + 4) * sizeof(char *));
-    cmcf->values = ngx_pcalloc(cf->pool, (n + 4) * sizeof(char *));
+    cmcf->keywords = ngx_pcalloc(cf->pool, (n + 5) * sizeof(char *));
+    cmcf->values = ngx_pcalloc(cf->pool, (n + 5) * sizeof(char *));
 
     if (cmcf->keywords == NULL || cmcf->values == NULL) {
         PQconninfoFree(opts);
@@ -218,6 +223,53 @@ ngx_http_corelog_pg_conninfo(ngx_conf_t *cf, ngx_http_corelog_main_conf_t *cmcf)
     cmcf->values[i] = "nginx-corelog";
 
     PQconninfoFree(opts);
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * After the timeouts are known: PostgreSQL's statement_timeout on every
+ * connection, after the operator's own options (the last -c wins), so
+ * that a statement the module gives up on is ended, rolled back, by
+ * PostgreSQL first.  Not through a pooler (corelog_prepared_statements
+ * off): PgBouncer refuses startup options; set it on the role there.
+ */
+
+char *
+ngx_http_corelog_pg_options(ngx_conf_t *cf, ngx_http_corelog_main_conf_t *cmcf)
+{
+    u_char      *p;
+    size_t       len;
+    ngx_uint_t   i;
+    const char  *options;
+
+    options = NULL;
+
+    for (i = 0; cmcf->keywords[i]; i++) {
+        if (ngx_strcmp(cmcf->keywords[i], "options") == 0) {
+            options = cmcf->values[i];
+            break;
+        }
+    }
+
+    len = (options ? ngx_strlen(options) + 1 : 0)
+          + sizeof("-c statement_timeout=") - 1 + NGX_INT_T_LEN + 1;
+
+    p = ngx_pnalloc(cf->pool, len);
+    if (p == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    cmcf->keywords[i] = "options";
+    cmcf->values[i] = (const char *) p;
+
+    if (options) {
+        p = ngx_sprintf(p, "%s ", options);
+    }
+
+    p = ngx_sprintf(p, "-c statement_timeout=%M", cmcf->server_timeout);
+    *p = '\0';
 
     return NGX_CONF_OK;
 }
@@ -679,9 +731,9 @@ ngx_http_corelog_pg_read_handler(ngx_event_t *rev)
 
         if (pc->state == NGX_HTTP_CORELOG_PG_BUSY) {
             ngx_log_error(NGX_LOG_ERR, &pc->log, NGX_ETIMEDOUT,
-                          "corelog: statement timed out after %M ms, "
-                          "resetting the connection",
-                          pc->conf->query_timeout);
+                          "corelog: statement unanswered after %M ms, "
+                          "closing the connection: its outcome is unknown",
+                          pc->conf->statement_timeout);
             ngx_http_corelog_pg_lost(pc, NGX_HTTP_GATEWAY_TIME_OUT);
 
         } else {
@@ -828,7 +880,7 @@ ngx_http_corelog_pg_send(ngx_http_corelog_pg_conn_t *pc,
         return NGX_ERROR;
     }
 
-    ngx_add_timer(pc->c->read, pc->conf->query_timeout);
+    ngx_add_timer(pc->c->read, pc->conf->statement_timeout);
 
     return ngx_http_corelog_pg_flush(pc);
 }
@@ -1002,6 +1054,11 @@ ngx_http_corelog_pg_done(ngx_http_corelog_pg_conn_t *pc)
         rc = ngx_http_corelog_pg_status(error);
         ngx_http_corelog_pg_result_error(pc, error, "statement");
 
+        if (ngx_http_corelog_pg_unusable(pc, error)) {
+            ngx_http_corelog_pg_lost(pc, rc);
+            goto done;
+        }
+
     } else if (res == NULL) {
         ngx_log_error(NGX_LOG_ERR, &pc->log, 0,
                       "corelog: statement returned no result");
@@ -1032,6 +1089,8 @@ ngx_http_corelog_pg_done(ngx_http_corelog_pg_conn_t *pc)
         pc->handlers->done(pc, rc, rc == NGX_OK ? res : NULL);
     }
 
+done:
+
     if (res) {
         PQclear(res);
     }
@@ -1043,6 +1102,53 @@ ngx_http_corelog_pg_done(ngx_http_corelog_pg_conn_t *pc)
     if (pc->state == NGX_HTTP_CORELOG_PG_IDLE) {
         pc->handlers->ready(pc);
     }
+}
+
+
+/*
+ * Whether a failed statement says the connection cannot write: it is on a
+ * read-only server (a standby, or a primary demoted by a failover), or its
+ * prepared statements are gone (a pooler that gave it another server).
+ * Another connection may land on a server that can.
+ */
+
+static ngx_uint_t
+ngx_http_corelog_pg_unusable(ngx_http_corelog_pg_conn_t *pc, PGresult *res)
+{
+    char       *state;
+    ngx_str_t   note;
+    u_char      buf[NGX_HTTP_CORELOG_LIMIT_NOTE_LEN];
+
+    state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+
+    if (state == NULL
+        || (ngx_strcmp(state, "25006") != 0 && ngx_strcmp(state, "26000") != 0))
+    {
+        return 0;
+    }
+
+    /* each new connection may land there again: at most one line a second */
+
+    if (!ngx_http_corelog_limit(NGX_HTTP_CORELOG_LIMIT_UNUSABLE, &note, buf)) {
+        return 1;
+    }
+
+    if (state[0] == '2' && state[1] == '5') {
+        ngx_log_error(NGX_LOG_ERR, &pc->log, 0,
+                      "corelog: the server is read-only, closing the "
+                      "connection (to find the primary after a failover, "
+                      "list every host with target_session_attrs=read-write "
+                      "in the conninfo)%V", &note);
+
+    } else {
+        ngx_log_error(NGX_LOG_ERR, &pc->log, 0,
+                      "corelog: a prepared statement is gone from the "
+                      "connection, closing it (behind a pooler in "
+                      "transaction mode, set corelog_prepared_statements "
+                      "off)%V", &note);
+    }
+
+    return 1;
 }
 
 
@@ -1110,20 +1216,23 @@ ngx_http_corelog_pg_status(PGresult *res)
         return NGX_HTTP_SERVICE_UNAVAILABLE;
     }
 
-    /* connection exceptions, shutdown, resources, serialization, deadlock */
+    /*
+     * Rolled back, and a retry may succeed: connection exceptions,
+     * shutdown, resources, serialization, deadlock, a read-only server, a
+     * prepared statement gone, and a statement cancelled (statement_timeout
+     * or an operator's pg_cancel_backend()).
+     */
 
     if (ngx_strncmp(state, "08", 2) == 0
         || ngx_strncmp(state, "57P", 3) == 0
         || ngx_strncmp(state, "53", 2) == 0
         || ngx_strcmp(state, "40001") == 0
         || ngx_strcmp(state, "40P01") == 0
-        || ngx_strcmp(state, "25006") == 0)
+        || ngx_strcmp(state, "25006") == 0
+        || ngx_strcmp(state, "26000") == 0
+        || ngx_strcmp(state, "57014") == 0)
     {
         return NGX_HTTP_SERVICE_UNAVAILABLE;
-    }
-
-    if (ngx_strcmp(state, "57014") == 0) {
-        return NGX_HTTP_GATEWAY_TIME_OUT;
     }
 
     return NGX_HTTP_INTERNAL_SERVER_ERROR;

@@ -267,7 +267,7 @@ ngx_http_corelog_queue_post(ngx_http_corelog_op_t *op)
                    "corelog queued: depth %ui, \"%s\"",
                    w->nqueued, op->stmt->name);
 
-    ngx_add_timer(&op->wait, cmcf->query_timeout);
+    ngx_add_timer(&op->wait, cmcf->wait_timeout);
 
     ngx_http_corelog_queue_run(w);
 
@@ -1022,7 +1022,7 @@ ngx_http_corelog_queue_wait_handler(ngx_event_t *ev)
                       "connection, answering 503%V",
                       op->stmt->kind == NGX_HTTP_CORELOG_KIND_LOOKUP
                       ? "token lookup" : "write",
-                      op->worker->conf->query_timeout, &note);
+                      op->worker->conf->wait_timeout, &note);
     }
 
     op->handler(op, NGX_HTTP_SERVICE_UNAVAILABLE, NULL, -1);

@@ -1,7 +1,8 @@
 #!/usr/bin/perl
 
-# The write path under stress: a statement past corelog_query_timeout
-# (504, connection reset), a full queue (503 + Retry-After), a queue wait
+# The write path under stress: a statement past its share of
+# corelog_query_timeout (ended by PostgreSQL's statement_timeout, rolled
+# back: 503, the connection kept), a full queue (503 + Retry-After), a queue wait
 # past the timeout, and clients that close their connection mid-insert or
 # mid-auth: the request ends (499, as with proxy_pass), a write in flight
 # finishes on its own, a queued one leaves the queue unsent; nothing
@@ -22,7 +23,7 @@ my $t = Corelog::Test->new;
 $t->write_conf(<<'EOF2' . Corelog::Test::core_log_server());
     corelog_connections 1;
     corelog_queue_max 2;
-    corelog_query_timeout 1500ms;
+    corelog_query_timeout 6s;
 
 EOF2
 $t->run;
@@ -58,28 +59,43 @@ sub stored {
     return $n;
 }
 
+# nginx's PostgreSQL sessions
+sub backends {
+    return $t->dbh->selectcol_arrayref(q{
+        SELECT pid FROM pg_stat_activity
+         WHERE application_name = 'nginx-corelog' ORDER BY pid});
+}
+
 # warm the token cache: the auth subrequest then needs no query
 is($t->http(req())->{status}, 201, 'warm-up: 201');
 
-subtest 'a statement past the timeout: 504, connection reset' => sub {
+subtest 'a statement past the timeout: ended in PostgreSQL, 503' => sub {
+    my $pids = backends();
     my $lock = $t->lock_table('corelog.core_log_claims');
+    my @r = req();
+    my $rq = { @r[2 .. $#r] }->{request_id};
     my $start = time;
-    my $r = $t->http(req());
-    is($r->{status}, 504, 'status 504');
-    is($r->{json}{name}, 'GatewayTimeout', 'JSON error');
-    cmp_ok(time - $start, '<', 5, 'answered at the timeout, not later');
+    my $r = $t->http(@r);
+    my $took = time - $start;
+    is($r->{status}, 503, 'status 503: rolled back, a retry is safe');
+    is($r->{json}{name}, 'ServiceUnavailable', 'JSON error');
+    is($r->{headers}{'retry-after'}, '1', 'Retry-After: 1');
+
+    # statement_timeout is 4/5 of half of corelog_query_timeout: 2.4 s
+    cmp_ok($took, '>', 2, 'PostgreSQL waited its statement_timeout');
+    cmp_ok($took, '<', 3, 'and ended it before the module gave up (3 s)');
+    is($t->lock_waiters, 0, 'nothing of nginx waits for the lock any more');
     $lock->rollback;
     $lock->disconnect;
+    sleep 0.3;
+    is(stored($rq), 0, 'not stored after the lock is gone either');
 
-    like($t->error_log, qr/corelog: statement timed out after 1500 ms/,
+    like($t->error_log, qr/corelog: statement failed with SQLSTATE 57014: canceling statement due to statement timeout/,
          'logged');
-
-    my $ok;
-    for (1 .. 50) {
-        $ok = $t->http(req())->{status} == 201 and last;
-        sleep 0.1;
-    }
-    ok($ok, 'the pool reconnects and writes again');
+    unlike($t->error_log, qr/statement unanswered|PostgreSQL is unavailable/,
+           'the connection was not closed');
+    is_deeply(backends(), $pids, 'the same PostgreSQL session writes on');
+    is($t->http(req())->{status}, 201, 'and the next write: 201');
 };
 
 subtest 'queue full: 503 with Retry-After' => sub {
@@ -110,7 +126,7 @@ subtest 'queue full: 503 with Retry-After' => sub {
     is(stored($_), 1, 'stored') for @rq;
 };
 
-subtest 'a queued write behind a statement that times out: 503, never written' => sub {
+subtest 'a queued write behind a statement that times out: 503, neither written' => sub {
     my $lock = $t->lock_table('corelog.core_log_claims');
 
     my @a = req();
@@ -124,9 +140,11 @@ subtest 'a queued write behind a statement that times out: 503, never written' =
 
     $lock->rollback;
     $lock->disconnect;
-    is($t->http_finish($first)->{status}, 504, 'the first one: 504');
+    is($t->http_finish($first)->{status}, 503, 'the first one: 503');
     sleep 0.5;
     is(stored($rq), 0, 'the queued one was never written');
+    is(stored({ @a[2 .. $#a] }->{request_id}), 0,
+       'nor the first one, ended by PostgreSQL');
 };
 
 subtest 'client closes while its insert is in flight' => sub {

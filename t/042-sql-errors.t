@@ -3,7 +3,7 @@
 # Real PostgreSQL errors with SQLSTATEs, raised by triggers that this test
 # puts on the log tables for rows that carry a magic value: each SQLSTATE
 # class gets its documented answer (503 + Retry-After for serialization
-# failures and deadlocks, 504 for a cancelled statement, 500 for the rest),
+# failures and deadlocks, 503 for a cancelled statement (rolled back), 500 for the rest),
 # nothing is stored, and the error log names the SQLSTATE.  An error that
 # comes after the rows (a deferred constraint trigger, at COMMIT) is still
 # an error, and one failing row fails every request of its statement.
@@ -199,7 +199,7 @@ for my $route (sort keys %route) {
 my @cases = (
     ['40001', 'serialization_failure', 503, '1'],
     ['40P01', 'deadlock_detected', 503, '1'],
-    ['57014', 'query_canceled', 504, undef],
+    ['57014', 'query_canceled', 503, '1'],
     ['P0001', 'raise_exception', 500, undef],
     ['23514', 'check_violation', 500, undef],
 );
@@ -225,6 +225,18 @@ sub check_case {
     like(substr($t->error_log, $off),
          qr/corelog: statement failed with SQLSTATE \Q$state: $REFUSED\E/,
          'the error log names the SQLSTATE');
+
+    # a read-only server: the connection is closed and made again
+    if ($state eq '25006') {
+        like(substr($t->error_log, $off),
+             qr/corelog: the server is read-only, closing the connection/,
+             'the connection is closed');
+        for (1 .. 50) {
+            my ($probe, undef, $ok) = $route{$route}->();
+            last if $t->http(@$probe)->{status} == $ok;
+            sleep 0.1;
+        }
+    }
 
     my ($next, $next_stored, $ok) = $route{$route}->();
     is($t->http(@$next)->{status}, $ok, "the next write: $ok");
