@@ -56,6 +56,7 @@ static void ngx_http_corelog_pg_done(ngx_http_corelog_pg_conn_t *pc);
 static ngx_int_t ngx_http_corelog_pg_status(PGresult *res);
 static ngx_uint_t ngx_http_corelog_pg_unusable(ngx_http_corelog_pg_conn_t *pc,
     PGresult *res);
+static ngx_int_t ngx_http_corelog_pg_outcome(ngx_http_corelog_pg_conn_t *pc);
 static void ngx_http_corelog_pg_lost(ngx_http_corelog_pg_conn_t *pc,
     ngx_int_t rc);
 static void ngx_http_corelog_pg_retry(ngx_http_corelog_pg_conn_t *pc);
@@ -982,7 +983,7 @@ ngx_http_corelog_pg_recv(ngx_http_corelog_pg_conn_t *pc)
                                           sizeof(text));
         ngx_log_error(NGX_LOG_ERR, &pc->log, 0,
                       "corelog: PostgreSQL connection lost: %V", &msg);
-        ngx_http_corelog_pg_lost(pc, NGX_HTTP_SERVICE_UNAVAILABLE);
+        ngx_http_corelog_pg_lost(pc, ngx_http_corelog_pg_outcome(pc));
         return;
     }
 
@@ -1025,7 +1026,7 @@ ngx_http_corelog_pg_recv(ngx_http_corelog_pg_conn_t *pc)
                                           sizeof(text));
         ngx_log_error(NGX_LOG_ERR, &pc->log, 0,
                       "corelog: PostgreSQL connection lost: %V", &msg);
-        ngx_http_corelog_pg_lost(pc, NGX_HTTP_SERVICE_UNAVAILABLE);
+        ngx_http_corelog_pg_lost(pc, ngx_http_corelog_pg_outcome(pc));
     }
 }
 
@@ -1077,7 +1078,9 @@ ngx_http_corelog_pg_done(ngx_http_corelog_pg_conn_t *pc)
                       "closing it", PQtransactionStatus(pc->conn));
 
         if (rc == NGX_OK) {
-            rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+            rc = PQstatus(pc->conn) == CONNECTION_BAD
+                 ? NGX_HTTP_GATEWAY_TIME_OUT           /* commit unknown */
+                 : NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
         ngx_http_corelog_pg_lost(pc, rc);
@@ -1236,6 +1239,27 @@ ngx_http_corelog_pg_status(PGresult *res)
     }
 
     return NGX_HTTP_INTERNAL_SERVER_ERROR;
+}
+
+
+/*
+ * The connection broke with a statement in flight.  Unless PostgreSQL said
+ * it ended the statement (a FATAL error: rolled back), or it was a Parse
+ * (which writes nothing), it may have committed: its outcome is unknown.
+ */
+
+static ngx_int_t
+ngx_http_corelog_pg_outcome(ngx_http_corelog_pg_conn_t *pc)
+{
+    if (pc->preparing) {
+        return NGX_HTTP_SERVICE_UNAVAILABLE;
+    }
+
+    if (pc->error) {
+        return ngx_http_corelog_pg_status(pc->error);
+    }
+
+    return NGX_HTTP_GATEWAY_TIME_OUT;
 }
 
 

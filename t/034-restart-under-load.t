@@ -22,16 +22,7 @@ my $acc = $t->make_account('acme');
 my $tok = $t->make_token($acc);
 my $ch = $t->make_channel($acc);
 
-my $n = 0;
-sub wave {
-    my ($size) = @_;
-    return [map { [POST => '/api/v1/log/create',
-                   headers => { Authorization => "Bearer $tok",
-                                'Content-Type' => 'application/json' },
-                   body => encode_json({ channel_id => $ch,
-                                         label => 'w' . ++$n })] }
-            1 .. $size];
-}
+sub wave { Corelog::Test::channel_wave($tok, $ch, $_[0]) }
 
 is($t->http(@{ wave(1)->[0] })->{status}, 202, 'warm-up: 202');
 
@@ -51,7 +42,7 @@ for (1 .. 12) {
     for my $i (0 .. $#$res) {
         my $r = $res->[$i];
         $status{$r->{status}}++;
-        my $label = decode_json($reqs->[$i][5])->{label};
+        my $label = Corelog::Test::label_of($reqs->[$i]);
         push @answers, [$r->{status}, $label, $r->{json}];
     }
     sleep 0.1;

@@ -36,16 +36,7 @@ my $acc = $t->make_account('acme');
 my $tok = $t->make_token($acc);
 my $ch = $t->make_channel($acc);
 
-my $n = 0;
-sub wave {
-    my ($size) = @_;
-    return [map { [POST => '/api/v1/log/create',
-                   headers => { Authorization => "Bearer $tok",
-                                'Content-Type' => 'application/json' },
-                   body => encode_json({ channel_id => $ch,
-                                         label => 'w' . ++$n })] }
-            1 .. $size];
-}
+sub wave { Corelog::Test::channel_wave($tok, $ch, $_[0]) }
 
 sub sessions {
     return scalar $t->dbh->selectrow_array(q{
@@ -72,7 +63,7 @@ while (time - $locked < 20) {
     for my $i (0 .. $#$res) {
         my $r = $res->[$i];
         $status{$r->{status}}++;
-        push @answers, [$r->{status}, decode_json($reqs->[$i][5])->{label},
+        push @answers, [$r->{status}, Corelog::Test::label_of($reqs->[$i]),
                         $r->{json}];
     }
 

@@ -249,13 +249,7 @@ sub _pg_init {
     my $data = $self->{pg_data} = "$self->{dir}/pg";
     $self->{pg_logfile} = "$self->{dir}/postgres.log";
 
-    # The unix socket path is limited to ~107 bytes.
-    my $sockdir = $self->{dir};
-    if (length("$sockdir/.s.PGSQL.$self->{pg_port}") > 100) {
-        $sockdir = $self->{pg_sockdir} =
-            tempdir('corelog-pg-XXXXXX', DIR => File::Spec->tmpdir);
-        chmod 0777, $sockdir;
-    }
+    my $sockdir = $self->_pg_sockdir;
 
     my ($rc, $out) = $self->_run([_as_pg(), "$bin/initdb", '-D', $data,
                                   '-U', 'postgres', '--auth=trust',
@@ -278,6 +272,56 @@ shared_preload_libraries = 'pg_stat_statements'
 pg_stat_statements.track = all
 $extra
 EOF
+}
+
+# The unix socket path is limited to ~107 bytes.
+sub _pg_sockdir {
+    my $self = shift;
+    my $sockdir = $self->{dir};
+    if (length("$sockdir/.s.PGSQL.$self->{pg_port}") > 100) {
+        $sockdir = $self->{pg_sockdir} =
+            tempdir('corelog-pg-XXXXXX', DIR => File::Spec->tmpdir);
+        chmod 0777, $sockdir;
+    }
+    return $sockdir;
+}
+
+# $s->pg_standby_of($primary): the cluster of $s (made with pg => 0) becomes
+# a streaming standby of $primary's, copied with pg_basebackup (-R writes
+# primary_conninfo and standby.signal), on $s's own port, and is started.
+# Its application_name is "standby" (for synchronous_standby_names).
+sub pg_standby_of {
+    my ($self, $primary) = @_;
+
+    my $bin  = $self->{pg_bin} = _pg_bindir();
+    my $data = $self->{pg_data} = "$self->{dir}/pg";
+    $self->{pg_logfile} = "$self->{dir}/postgres.log";
+    my $sockdir = $self->_pg_sockdir;
+
+    my ($rc, $out) = $self->_run([_as_pg(), "$bin/pg_basebackup",
+                                  '-D', $data, '-R', '-X', 'stream',
+                                  '-c', 'fast', '--no-sync', '-d',
+                                  "host=127.0.0.1 port=$primary->{pg_port} "
+                                  . 'user=postgres application_name=standby']);
+    die "pg_basebackup failed (exit $rc):\n$out" if $rc;
+
+    _append("$data/postgresql.conf", <<"EOF");
+
+# Corelog::Test: a standby of port $primary->{pg_port}
+port = $self->{pg_port}
+unix_socket_directories = '$sockdir'
+EOF
+
+    $self->pg_start;
+}
+
+# $s->pg_promote: the standby takes writes (pg_ctl promote, waits for it)
+sub pg_promote {
+    my $self = shift;
+    my ($rc, $out) = $self->_run([_as_pg(), "$self->{pg_bin}/pg_ctl",
+                                  '-D', $self->{pg_data}, '-w', '-t', '60',
+                                  'promote']);
+    die "pg_ctl promote failed (exit $rc):\n$out" if $rc;
 }
 
 sub _pg_create_db {
@@ -529,6 +573,23 @@ sub make_channel {
         'INSERT INTO corelog.channels (account_id, name) VALUES (?, ?)
          RETURNING id', undef, $account_id, $name // 'test channel');
 }
+
+# channel_wave($token, $channel, $size): $size channel-log writes for
+# http_many, each labelled "w<n>" (n counts on across waves); label_of()
+# gives a request's label back.
+my $wave_n = 0;
+
+sub channel_wave {
+    my ($token, $channel, $size) = @_;
+    return [map { [POST => '/api/v1/log/create',
+                   headers => { Authorization => "Bearer $token",
+                                'Content-Type' => 'application/json' },
+                   body => JSON::PP::encode_json({ channel_id => $channel,
+                                                   label => 'w' . ++$wave_n })] }
+            1 .. $size];
+}
+
+sub label_of { JSON::PP::decode_json($_[0][5])->{label} }
 
 # A log group in an account's project, and a log stream in a group
 # (POST /v1/logtanks).
