@@ -102,7 +102,10 @@ subtest 'the primary stops, the standby is promoted' => sub {
 
     my %status;
     $status{$_->[0]}++ for @answers;
-    my ($back) = grep { $_->[0] == 202 && $_->[3] > $stop + 0.2 } @answers;
+    # back: the first 202 after the last error answer
+    my ($last_error) = map { $_->[3] } grep { $_->[0] != 202 } reverse @answers;
+    my ($back) = grep { $_->[0] == 202 && $_->[3] > ($last_error // 1e10) }
+                 @answers;
     my $recover = $back ? $back->[3] - $promoted : 99;
     my $stored = labels_on($s);
     my @phantom = grep { $_->[0] == 503 && $stored->{$_->[1]} } @answers;
