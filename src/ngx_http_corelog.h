@@ -386,7 +386,7 @@ struct ngx_http_corelog_pg_conn_s {
     PostgresPollingStatusType    poll;
     ngx_event_t                  backoff;     /* cancelable reconnect */
     ngx_msec_t                   delay;
-    ngx_uint_t                   failures;    /* since the last success */
+    ngx_uint_t                   failures;    /* since an answered statement */
     PGresult                    *res;
     PGresult                    *error;
     const ngx_http_corelog_stmt_t *prepared[NGX_HTTP_CORELOG_PG_PREPARED];

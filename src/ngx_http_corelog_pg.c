@@ -28,8 +28,9 @@
 #define NGX_HTTP_CORELOG_PG_TEXT_LEN     512
 
 /*
- * A connection attempt that fails is an error the first time, and info
- * while it keeps failing (the user logs the outage of its pool, once).
+ * A connection attempt that fails, or a connection lost before the server
+ * answered a statement on it, is an error the first time, and info while
+ * it keeps failing (the user logs the outage of its pool, once).
  */
 #define NGX_HTTP_CORELOG_PG_LEVEL(pc)                                        \
     ((pc)->failures ? NGX_LOG_INFO : NGX_LOG_ERR)
@@ -690,9 +691,13 @@ ngx_http_corelog_pg_connected(ngx_http_corelog_pg_conn_t *pc)
 
     pc->c->read->cancelable = 0;
 
+    /*
+     * Not yet a success: a pooler accepts the connection while its server
+     * is down, and closes it at the first statement.  The backoff and the
+     * failures go on until a statement is answered (ngx_http_corelog_pg_done).
+     */
+
     ngx_http_corelog_pg_enter(pc, NGX_HTTP_CORELOG_PG_IDLE);
-    pc->delay = 0;
-    pc->failures = 0;
     pc->log.action = "idle";
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, &pc->log, 0,
@@ -947,7 +952,7 @@ ngx_http_corelog_pg_idle_input(ngx_http_corelog_pg_conn_t *pc)
     if (!PQconsumeInput(pc->conn) || PQstatus(pc->conn) == CONNECTION_BAD) {
         msg = ngx_http_corelog_pg_message(PQerrorMessage(pc->conn), text,
                                           sizeof(text));
-        ngx_log_error(NGX_LOG_ERR, &pc->log, 0,
+        ngx_log_error(NGX_HTTP_CORELOG_PG_LEVEL(pc), &pc->log, 0,
                       "corelog: PostgreSQL closed an idle connection: %V",
                       &msg);
         ngx_http_corelog_pg_lost(pc, NGX_HTTP_SERVICE_UNAVAILABLE);
@@ -981,7 +986,7 @@ ngx_http_corelog_pg_recv(ngx_http_corelog_pg_conn_t *pc)
     if (!PQconsumeInput(pc->conn)) {
         msg = ngx_http_corelog_pg_message(PQerrorMessage(pc->conn), text,
                                           sizeof(text));
-        ngx_log_error(NGX_LOG_ERR, &pc->log, 0,
+        ngx_log_error(NGX_HTTP_CORELOG_PG_LEVEL(pc), &pc->log, 0,
                       "corelog: PostgreSQL connection lost: %V", &msg);
         ngx_http_corelog_pg_lost(pc, ngx_http_corelog_pg_outcome(pc));
         return;
@@ -1024,7 +1029,7 @@ ngx_http_corelog_pg_recv(ngx_http_corelog_pg_conn_t *pc)
     if (PQstatus(pc->conn) == CONNECTION_BAD) {
         msg = ngx_http_corelog_pg_message(PQerrorMessage(pc->conn), text,
                                           sizeof(text));
-        ngx_log_error(NGX_LOG_ERR, &pc->log, 0,
+        ngx_log_error(NGX_HTTP_CORELOG_PG_LEVEL(pc), &pc->log, 0,
                       "corelog: PostgreSQL connection lost: %V", &msg);
         ngx_http_corelog_pg_lost(pc, ngx_http_corelog_pg_outcome(pc));
     }
@@ -1040,6 +1045,11 @@ ngx_http_corelog_pg_done(ngx_http_corelog_pg_conn_t *pc)
     if (pc->c->read->timer_set) {
         ngx_del_timer(pc->c->read);
     }
+
+    /* the server answered a statement: the connection works */
+
+    pc->delay = 0;
+    pc->failures = 0;
 
     res = pc->res;
     error = pc->error;
