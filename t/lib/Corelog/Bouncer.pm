@@ -16,9 +16,9 @@ package Corelog::Bouncer;
 # pool_mode (transaction), default_pool_size (2), server_login_retry (1),
 # ignore_startup_parameters (none), and extra => "more ini lines".
 #
-# Its files are in the test directory: pgbouncer.ini, userlist.txt (auth
-# type trust: the user must still be listed), pgbouncer.pid and
-# pgbouncer.log.  It listens on 127.0.0.1 and a free port of the harness,
+# Its files are in the test directory: pgbouncer-<port>.ini, userlist.txt
+# (auth type trust: the user must still be listed), pgbouncer-<port>.pid
+# and pgbouncer-<port>.log.  It listens on 127.0.0.1 and a free port of the harness,
 # no unix socket.  As root it runs as "postgres" (PgBouncer refuses root),
 # as the test cluster does.  It daemonizes (-d): it is stopped through its
 # pid file, on stop, DESTROY or at exit.
@@ -43,13 +43,15 @@ sub new {
     my ($class, $t, %opt) = @_;
 
     my $d = $t->dir;
+    my $port = $t->_free_port;
 
+    # files of their own: another Bouncer of the test may run meanwhile
     my $self = bless {
         t         => $t,
-        port      => $t->_free_port,
-        ini       => "$d/pgbouncer.ini",
-        pidfile   => "$d/pgbouncer.pid",
-        logfile   => "$d/pgbouncer.log",
+        port      => $port,
+        ini       => "$d/pgbouncer-$port.ini",
+        pidfile   => "$d/pgbouncer-$port.pid",
+        logfile   => "$d/pgbouncer-$port.log",
         owner_pid => $$,
     }, $class;
 
