@@ -58,6 +58,7 @@ static ngx_int_t ngx_http_corelog_pg_status(PGresult *res);
 static ngx_uint_t ngx_http_corelog_pg_unusable(ngx_http_corelog_pg_conn_t *pc,
     PGresult *res);
 static ngx_int_t ngx_http_corelog_pg_outcome(ngx_http_corelog_pg_conn_t *pc);
+static const char *ngx_http_corelog_pg_hint(ngx_http_corelog_pg_conn_t *pc);
 static void ngx_http_corelog_pg_lost(ngx_http_corelog_pg_conn_t *pc,
     ngx_int_t rc);
 static void ngx_http_corelog_pg_retry(ngx_http_corelog_pg_conn_t *pc);
@@ -476,7 +477,8 @@ ngx_http_corelog_pg_connect(ngx_http_corelog_pg_conn_t *pc)
         msg = ngx_http_corelog_pg_message(PQerrorMessage(pc->conn), text,
                                           sizeof(text));
         ngx_log_error(NGX_HTTP_CORELOG_PG_LEVEL(pc), &pc->log, 0,
-                      "corelog: could not connect to PostgreSQL: %V", &msg);
+                      "corelog: could not connect to PostgreSQL: %V%s", &msg,
+                      ngx_http_corelog_pg_hint(pc));
         ngx_http_corelog_pg_lost(pc, NGX_HTTP_SERVICE_UNAVAILABLE);
         return;
     }
@@ -617,7 +619,8 @@ ngx_http_corelog_pg_poll(ngx_http_corelog_pg_conn_t *pc)
         msg = ngx_http_corelog_pg_message(PQerrorMessage(pc->conn), text,
                                           sizeof(text));
         ngx_log_error(NGX_HTTP_CORELOG_PG_LEVEL(pc), &pc->log, 0,
-                      "corelog: could not connect to PostgreSQL: %V", &msg);
+                      "corelog: could not connect to PostgreSQL: %V%s", &msg,
+                      ngx_http_corelog_pg_hint(pc));
         ngx_http_corelog_pg_lost(pc, NGX_HTTP_SERVICE_UNAVAILABLE);
         return;
     }
@@ -1121,8 +1124,9 @@ done:
 /*
  * Whether a failed statement says the connection cannot write: it is on a
  * read-only server (a standby, or a primary demoted by a failover), or its
- * prepared statements are gone (a pooler that gave it another server).
- * Another connection may land on a server that can.
+ * prepared statements are gone (26000) or were made by another client
+ * (42P05): a pooler gave it another server.  Another connection may land
+ * on a server that can.
  */
 
 static ngx_uint_t
@@ -1135,7 +1139,8 @@ ngx_http_corelog_pg_unusable(ngx_http_corelog_pg_conn_t *pc, PGresult *res)
     state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
 
     if (state == NULL
-        || (ngx_strcmp(state, "25006") != 0 && ngx_strcmp(state, "26000") != 0))
+        || (ngx_strcmp(state, "25006") != 0 && ngx_strcmp(state, "26000") != 0
+            && ngx_strcmp(state, "42P05") != 0))
     {
         return 0;
     }
@@ -1155,10 +1160,10 @@ ngx_http_corelog_pg_unusable(ngx_http_corelog_pg_conn_t *pc, PGresult *res)
 
     } else {
         ngx_log_error(NGX_LOG_ERR, &pc->log, 0,
-                      "corelog: a prepared statement is gone from the "
-                      "connection, closing it (behind a pooler in "
-                      "transaction mode, set corelog_prepared_statements "
-                      "off)%V", &note);
+                      "corelog: the connection's prepared statements are "
+                      "not its own (SQLSTATE %s), closing it (behind a "
+                      "pooler in transaction mode, set "
+                      "corelog_prepared_statements off)%V", state, &note);
     }
 
     return 1;
@@ -1184,6 +1189,18 @@ ngx_http_corelog_pg_prepared(ngx_http_corelog_pg_conn_t *pc, PGresult *res,
     if (error) {
         rc = ngx_http_corelog_pg_status(error);
         ngx_http_corelog_pg_result_error(pc, error, "preparing");
+
+        if (ngx_http_corelog_pg_unusable(pc, error)) {
+            PQclear(error);
+
+            if (res) {
+                PQclear(res);
+            }
+
+            ngx_http_corelog_pg_lost(pc, rc);
+            return;
+        }
+
         PQclear(error);
 
     } else {
@@ -1232,7 +1249,7 @@ ngx_http_corelog_pg_status(PGresult *res)
     /*
      * Rolled back, and a retry may succeed: connection exceptions,
      * shutdown, resources, serialization, deadlock, a read-only server, a
-     * prepared statement gone, and a statement cancelled (statement_timeout
+     * prepared statement gone or another's, and a statement cancelled (statement_timeout
      * or an operator's pg_cancel_backend()).
      */
 
@@ -1243,6 +1260,7 @@ ngx_http_corelog_pg_status(PGresult *res)
         || ngx_strcmp(state, "40P01") == 0
         || ngx_strcmp(state, "25006") == 0
         || ngx_strcmp(state, "26000") == 0
+        || ngx_strcmp(state, "42P05") == 0
         || ngx_strcmp(state, "57014") == 0)
     {
         return NGX_HTTP_SERVICE_UNAVAILABLE;
@@ -1270,6 +1288,28 @@ ngx_http_corelog_pg_outcome(ngx_http_corelog_pg_conn_t *pc)
     }
 
     return NGX_HTTP_GATEWAY_TIME_OUT;
+}
+
+
+/*
+ * What to do about a failed connection attempt, when libpq's message says:
+ * PgBouncer refuses startup options it does not know, such as the
+ * statement_timeout the module sends with corelog_prepared_statements on.
+ */
+
+static const char *
+ngx_http_corelog_pg_hint(ngx_http_corelog_pg_conn_t *pc)
+{
+    char  *msg;
+
+    msg = PQerrorMessage(pc->conn);
+
+    if (msg && ngx_strstr(msg, "unsupported startup parameter")) {
+        return " (a pooler that refuses startup options: set "
+               "corelog_prepared_statements off)";
+    }
+
+    return "";
 }
 
 
