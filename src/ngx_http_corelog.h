@@ -63,7 +63,8 @@ typedef struct {
 #define NGX_HTTP_CORELOG_LIMIT_NO_ROW         8
 #define NGX_HTTP_CORELOG_LIMIT_NOTICE         9
 #define NGX_HTTP_CORELOG_LIMIT_UNUSABLE       10
-#define NGX_HTTP_CORELOG_LIMITS               11
+#define NGX_HTTP_CORELOG_LIMIT_RETRY          11
+#define NGX_HTTP_CORELOG_LIMITS               12
 
 #define NGX_HTTP_CORELOG_LIMIT_NOTE_LEN       64
 
@@ -330,7 +331,10 @@ struct ngx_http_corelog_op_s {
     ngx_int_t                    row;             /* in the result */
     size_t                       size;            /* of its values */
     ngx_uint_t                   state;
+    ngx_msec_t                   deadline;        /* of its queue waits */
     ngx_event_t                  wait;            /* queue wait bound */
+    unsigned                     alone:1;         /* goes in no batch */
+    unsigned                     retried:1;       /* after a rollback */
 };
 
 
@@ -355,10 +359,14 @@ typedef struct {
 
     /*
      * pc's statement ended: rc NGX_OK and res (until the call returns), or
-     * an HTTP status; pc is idle again, and may be sent to from here
+     * an HTTP status; pc is idle again, and may be sent to from here.
+     * sqlstate (until the call returns) is the code of the server's error
+     * that ended the statement's run (not its Parse): its transaction was
+     * rolled back, nothing of it is committed; NULL otherwise.
      */
     void                       (*done)(ngx_http_corelog_pg_conn_t *pc,
-                                   ngx_int_t rc, PGresult *res);
+                                   ngx_int_t rc, PGresult *res,
+                                   const char *sqlstate);
 
     /*
      * pc is lost, or could not be made: its statement, if any, ended with

@@ -90,7 +90,10 @@ static const ngx_http_corelog_result_t  ngx_http_corelog_core_log_results[] = {
  * One statement for a batch of core logs: the ownership checks are joins,
  * the one-log-per-request/response rule is the claims insert (ON CONFLICT
  * DO NOTHING), and every input row comes back with its verdict, so one bad
- * row never fails the rows beside it.
+ * row never fails the rows beside it.  The claims are inserted in the
+ * order of their key, whatever the order of the requests, so that two
+ * statements that claim the same rows wait for each other in one order
+ * and never deadlock.
  */
 
 static const ngx_http_corelog_stmt_t ngx_http_corelog_core_log_stmt = {
@@ -118,7 +121,7 @@ static const ngx_http_corelog_stmt_t ngx_http_corelog_core_log_stmt = {
     "              (request_id, response_id, core_log_id)"
     "  SELECT request_id, response_id, id FROM checked"
     "   WHERE ts_ok AND cp_ok AND rq_ok AND rs_ok"
-    "   ORDER BY ord"
+    "   ORDER BY request_id, response_id"
     "  ON CONFLICT DO NOTHING"
     "  RETURNING core_log_id"
     "), inserted AS ("

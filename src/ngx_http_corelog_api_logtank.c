@@ -80,7 +80,9 @@ static const ngx_http_corelog_result_t  ngx_http_corelog_logtank_results[] = {
  * A batch of logtanks: the group must be in the caller's project and the
  * stream in that group; the unique (account, project, resource type,
  * resource id) makes a second logtank for a resource a 409, also when
- * two requests race for it.
+ * two requests race for it.  Rows are inserted in the order of that key,
+ * whatever the order of the requests, so that two statements racing for
+ * the same resources wait for each other in one order and never deadlock.
  */
 
 static const ngx_http_corelog_stmt_t ngx_http_corelog_logtank_stmt = {
@@ -106,7 +108,7 @@ static const ngx_http_corelog_stmt_t ngx_http_corelog_logtank_stmt = {
     "         resource_id, log_group_id, log_stream_id, 'ACTIVE',"
     "         created_at, created_at"
     "    FROM checked WHERE group_ok AND stream_ok"
-    "   ORDER BY ord"
+    "   ORDER BY account_id, project_id, resource_type, resource_id"
     "  ON CONFLICT DO NOTHING"
     "  RETURNING id"
     ")"

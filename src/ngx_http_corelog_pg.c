@@ -850,7 +850,8 @@ ngx_http_corelog_pg_send(ngx_http_corelog_pg_conn_t *pc,
         }
 
         if (rc != NGX_OK) {
-            pc->handlers->done(pc, NGX_HTTP_INTERNAL_SERVER_ERROR, NULL);
+            pc->handlers->done(pc, NGX_HTTP_INTERNAL_SERVER_ERROR, NULL,
+                               NULL);
             return NGX_ERROR;
         }
 
@@ -1102,7 +1103,9 @@ ngx_http_corelog_pg_done(ngx_http_corelog_pg_conn_t *pc)
         ngx_http_corelog_pg_enter(pc, NGX_HTTP_CORELOG_PG_IDLE);
         pc->log.action = "idle";
 
-        pc->handlers->done(pc, rc, rc == NGX_OK ? res : NULL);
+        pc->handlers->done(pc, rc, rc == NGX_OK ? res : NULL,
+                           error ? PQresultErrorField(error, PG_DIAG_SQLSTATE)
+                                 : NULL);
     }
 
 done:
@@ -1221,7 +1224,7 @@ ngx_http_corelog_pg_prepared(ngx_http_corelog_pg_conn_t *pc, PGresult *res,
     }
 
     if (rc != NGX_OK) {
-        pc->handlers->done(pc, rc, NULL);
+        pc->handlers->done(pc, rc, NULL, NULL);
 
     } else {
         (void) ngx_http_corelog_pg_send(pc, stmt);

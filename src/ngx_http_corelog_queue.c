@@ -10,6 +10,11 @@
  * The connections (ngx_http_corelog_pg.c) report to the queue through its
  * handlers (ready, done, down, params); what an outcome means for the ops,
  * the queue decides.
+ *
+ * A statement that fails on the server commits nothing, so its ops may go
+ * again: after a serialization failure or a deadlock, once more as they
+ * were; after an error that one row may have caused, each alone, so that
+ * only the row at fault gets the error.
  */
 
 
@@ -46,7 +51,14 @@ static void ngx_http_corelog_queue_unqueue(ngx_http_corelog_op_t *op);
 static void ngx_http_corelog_queue_release(ngx_http_corelog_queue_conn_t *qc);
 static void ngx_http_corelog_queue_ready(ngx_http_corelog_pg_conn_t *pc);
 static void ngx_http_corelog_queue_done(ngx_http_corelog_pg_conn_t *pc,
-    ngx_int_t rc, PGresult *res);
+    ngx_int_t rc, PGresult *res, const char *sqlstate);
+static ngx_uint_t ngx_http_corelog_queue_retry(ngx_int_t rc,
+    const char *sqlstate, ngx_uint_t nops);
+static void ngx_http_corelog_queue_again(ngx_http_corelog_queue_conn_t *qc,
+    ngx_uint_t how, const char *sqlstate, ngx_queue_t *done,
+    ngx_queue_t *late);
+static void ngx_http_corelog_queue_enqueue(ngx_http_corelog_op_t *op,
+    ngx_msec_t timer, ngx_uint_t head);
 static void ngx_http_corelog_queue_down(ngx_http_corelog_pg_conn_t *pc,
     ngx_int_t rc);
 static ngx_int_t ngx_http_corelog_queue_params(ngx_http_corelog_pg_conn_t *pc,
@@ -74,6 +86,11 @@ static void ngx_http_corelog_queue_cleanup(void *data);
  * each about this large at most, whatever corelog_batch_max is.
  */
 #define NGX_HTTP_CORELOG_QUEUE_BYTES  (1024 * 1024)
+
+/* what becomes of the ops of a statement that failed on the server */
+#define NGX_HTTP_CORELOG_QUEUE_ANSWER  0    /* each gets the error */
+#define NGX_HTTP_CORELOG_QUEUE_AGAIN   1    /* rolled back: once more */
+#define NGX_HTTP_CORELOG_QUEUE_ALONE   2    /* each again, in no batch */
 
 
 static const ngx_http_corelog_pg_handlers_t  ngx_http_corelog_queue_handlers = {
@@ -258,16 +275,15 @@ ngx_http_corelog_queue_post(ngx_http_corelog_op_t *op)
 
     op->size = ngx_http_corelog_value_op_size(op);
 
-    ngx_queue_insert_tail(&w->queue, &op->queue);
-    w->nqueued++;
-    w->queued[kind]++;
-    op->state = NGX_HTTP_CORELOG_OP_QUEUED;
+    /* its waits in the queue, sent again or not, end then */
+
+    op->deadline = ngx_current_msec + cmcf->wait_timeout;
+
+    ngx_http_corelog_queue_enqueue(op, cmcf->wait_timeout, 0);
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, op->request->connection->log, 0,
                    "corelog queued: depth %ui, \"%s\"",
                    w->nqueued, op->stmt->name);
-
-    ngx_add_timer(&op->wait, cmcf->wait_timeout);
 
     ngx_http_corelog_queue_run(w);
 
@@ -449,10 +465,10 @@ ngx_http_corelog_queue_take(ngx_http_corelog_queue_conn_t *qc)
         return NGX_DECLINED;
     }
 
-    n = stmt->batched ? cmcf->batch_max : 1;
+    n = (stmt->batched && !op->alone) ? cmcf->batch_max : 1;
     size = 0;
 
-    /* take up to n ops of the same statement, oldest first */
+    /* take up to n ops of the same statement, oldest first, none alone */
 
     qc->nops = 0;
 
@@ -462,7 +478,7 @@ ngx_http_corelog_queue_take(ngx_http_corelog_queue_conn_t *qc)
         next = ngx_queue_next(q);
         op = ngx_queue_data(q, ngx_http_corelog_op_t, queue);
 
-        if (op->stmt == stmt) {
+        if (op->stmt == stmt && (qc->nops == 0 || !op->alone)) {
 
             if (qc->nops && size + op->size > NGX_HTTP_CORELOG_QUEUE_BYTES) {
                 break;
@@ -673,24 +689,190 @@ ngx_http_corelog_queue_ready(ngx_http_corelog_pg_conn_t *pc)
 
 /*
  * The statement on pc has ended: rc NGX_OK with its result, or an HTTP
- * status.  Every op of it is answered once.  The ops are first moved to a
- * local list, so that handlers may post new ops, even on this connection;
- * and the next statement goes out before this one's answers are written:
- * PostgreSQL works on it while nginx answers.
+ * status.  Every op of it is answered once, or queued again when the
+ * statement failed on the server (sqlstate).  The ops are first moved to
+ * a local list, so that handlers may post new ops, even on this
+ * connection; and the next statement goes out before this one's answers
+ * are written: PostgreSQL works on it while nginx answers.
  */
 
 static void
 ngx_http_corelog_queue_done(ngx_http_corelog_pg_conn_t *pc, ngx_int_t rc,
-    PGresult *res)
+    PGresult *res, const char *sqlstate)
 {
-    ngx_queue_t                     done;
+    ngx_uint_t                      nops;
+    ngx_queue_t                     done, late;
     ngx_http_corelog_queue_conn_t  *qc;
 
     qc = pc->data;
+    nops = qc->nops;
 
     ngx_http_corelog_queue_detach(qc, rc, res, &done);
+
+    ngx_queue_init(&late);
+
+    if (rc != NGX_OK && sqlstate != NULL) {
+        ngx_http_corelog_queue_again(qc,
+                             ngx_http_corelog_queue_retry(rc, sqlstate, nops),
+                             sqlstate, &done, &late);
+    }
+
     ngx_http_corelog_queue_run(qc->worker);
     ngx_http_corelog_queue_answer(&done, rc, res);
+    ngx_http_corelog_queue_answer(&late, NGX_HTTP_SERVICE_UNAVAILABLE, NULL);
+}
+
+
+/*
+ * What becomes of the nops ops of a statement that failed with sqlstate
+ * and was rolled back.  A serialization failure or a deadlock says
+ * nothing of the rows: the same rows may well go through now.  An error
+ * answered 500 may be one row's (a constraint, a trigger, a value out of
+ * range): a statement of several ops is split, unless the error's class
+ * says the statement, the session or the server is at fault.
+ */
+
+static ngx_uint_t
+ngx_http_corelog_queue_retry(ngx_int_t rc, const char *sqlstate,
+    ngx_uint_t nops)
+{
+    const char *const  *c;
+
+    static const char *const  not_rows[] = {
+        "0A",     /* feature not supported */
+        "25",     /* invalid transaction state */
+        "26",     /* invalid SQL statement name */
+        "28",     /* invalid authorization */
+        "3D",     /* invalid catalog name */
+        "3F",     /* invalid schema name */
+        "42",     /* syntax error or access rule violation */
+        "55",     /* object not in prerequisite state: lock_timeout */
+        "58",     /* system error */
+        "F0",     /* configuration file error */
+        "XX",     /* internal error */
+        NULL
+    };
+
+    if (ngx_strcmp(sqlstate, "40001") == 0
+        || ngx_strcmp(sqlstate, "40P01") == 0)
+    {
+        return NGX_HTTP_CORELOG_QUEUE_AGAIN;
+    }
+
+    if (rc != NGX_HTTP_INTERNAL_SERVER_ERROR || nops < 2) {
+        return NGX_HTTP_CORELOG_QUEUE_ANSWER;
+    }
+
+    for (c = not_rows; *c; c++) {
+        if (ngx_strncmp(sqlstate, *c, 2) == 0) {
+            return NGX_HTTP_CORELOG_QUEUE_ANSWER;
+        }
+    }
+
+    return NGX_HTTP_CORELOG_QUEUE_ALONE;
+}
+
+
+/*
+ * The ops of the list done that may go again are queued at the head of
+ * the queue, in their order: after a rollback (how _AGAIN) those not sent
+ * again yet, once; after a row's error (_ALONE) every one, each to go in a
+ * statement of its own.  The others stay in done and get the statement's
+ * error.  An op keeps the deadline of its first wait: one whose time in
+ * the queue and in failed statements reached its wait bound (half of
+ * corelog_query_timeout) moves to the list late instead (503).
+ */
+
+static void
+ngx_http_corelog_queue_again(ngx_http_corelog_queue_conn_t *qc,
+    ngx_uint_t how, const char *sqlstate, ngx_queue_t *done,
+    ngx_queue_t *late)
+{
+    ngx_str_t                   note;
+    ngx_uint_t                  n;
+    ngx_queue_t                *q, *prev;
+    ngx_msec_int_t              left;
+    const char                 *name;
+    ngx_http_corelog_op_t      *op;
+    u_char                      buf[NGX_HTTP_CORELOG_LIMIT_NOTE_LEN];
+
+    if (how == NGX_HTTP_CORELOG_QUEUE_ANSWER || ngx_queue_empty(done)) {
+        return;
+    }
+
+    n = 0;
+    name = NULL;
+
+    for (q = ngx_queue_last(done);
+         q != ngx_queue_sentinel(done);
+         q = prev)
+    {
+        prev = ngx_queue_prev(q);
+        op = ngx_queue_data(q, ngx_http_corelog_op_t, queue);
+        name = op->stmt->name;
+
+        if (how == NGX_HTTP_CORELOG_QUEUE_AGAIN) {
+            if (op->retried) {
+                continue;
+            }
+
+            op->retried = 1;
+
+        } else {
+            op->alone = 1;
+        }
+
+        ngx_queue_remove(q);
+
+        left = (ngx_msec_int_t) (op->deadline - ngx_current_msec);
+
+        if (left <= 0) {
+            ngx_queue_insert_head(late, q);
+            continue;
+        }
+
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, op->request->connection->log, 0,
+                       "corelog queued again%s: %M ms left",
+                       how == NGX_HTTP_CORELOG_QUEUE_ALONE ? " alone" : "",
+                       (ngx_msec_t) left);
+
+        ngx_http_corelog_queue_enqueue(op, (ngx_msec_t) left, 1);
+        n++;
+    }
+
+    if (n && ngx_http_corelog_limit(NGX_HTTP_CORELOG_LIMIT_RETRY, &note, buf))
+    {
+        ngx_log_error(NGX_LOG_WARN, &qc->pg.log, 0,
+                      "corelog: statement \"%s\" failed with SQLSTATE %s, "
+                      "sending %ui of its rows again %s%V", name, sqlstate, n,
+                      how == NGX_HTTP_CORELOG_QUEUE_ALONE
+                      ? "one by one" : "once more", &note);
+    }
+}
+
+
+/* the op waits in the queue, at most timer, oldest first or at its head */
+
+static void
+ngx_http_corelog_queue_enqueue(ngx_http_corelog_op_t *op, ngx_msec_t timer,
+    ngx_uint_t head)
+{
+    ngx_http_corelog_worker_t  *w;
+
+    w = op->worker;
+
+    if (head) {
+        ngx_queue_insert_head(&w->queue, &op->queue);
+
+    } else {
+        ngx_queue_insert_tail(&w->queue, &op->queue);
+    }
+
+    w->nqueued++;
+    w->queued[op->stmt->kind]++;
+    op->state = NGX_HTTP_CORELOG_OP_QUEUED;
+
+    ngx_add_timer(&op->wait, timer);
 }
 
 
