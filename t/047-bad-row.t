@@ -23,15 +23,57 @@ use Corelog::Test;
 
 my $BATCH = 50;
 
-my $t = Corelog::Test->new;
+my ($t, $dbh, @tenants);
 
-# one connection: the rows queued behind a held statement go out together;
-# the token cache outlives the test, so no look-up takes the connection
+# The trigger on each log table reads one text column of the new row:
+#   "wait:..."                      waits for the test's advisory lock 4711;
+#   "raise:<seq>:<code>:<k>:<w>:…"  raises <code> on its first <k> attempts
+#                                   (counted by nextval(<seq>), which no
+#                                   rollback undoes); from attempt <w> on
+#                                   (never if empty), waits for lock 4712
+#                                   first.
 
-$t->write_conf(<<"EOF" . <<'EOF2');
+my $REFUSED = 'test trigger refuses the row';
+
+(my $TRIGGER = <<'EOF') =~ s/%%REFUSED%%/$REFUSED/;
+CREATE FUNCTION public.test_row() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    v text := to_jsonb(NEW) ->> TG_ARGV[0];
+    n bigint;
+BEGIN
+    IF v LIKE 'wait:%' THEN
+        PERFORM pg_advisory_xact_lock_shared(4711);
+    END IF;
+    IF v LIKE 'raise:%' THEN
+        n := nextval(split_part(v, ':', 2)::regclass);
+        IF split_part(v, ':', 5) <> ''
+           AND n >= split_part(v, ':', 5)::bigint
+        THEN
+            PERFORM pg_advisory_xact_lock_shared(4712);
+        END IF;
+        IF n <= split_part(v, ':', 4)::bigint THEN
+            RAISE EXCEPTION '%%REFUSED%%'
+                  USING ERRCODE = split_part(v, ':', 3);
+        END IF;
+    END IF;
+    RETURN NEW;
+END
+$$;
+EOF
+
+# An nginx with one connection: the rows queued behind a held statement go
+# out together; the token cache outlives the test, so no look-up takes the
+# connection.  Its database has the triggers and three tenants, each with
+# its token, traffic source, channel and log stream.
+sub start {
+    my ($timeout) = @_;
+
+    $t = Corelog::Test->new;
+    $t->write_conf(<<"EOF" . <<'EOF2');
     corelog_connections 1;
     corelog_batch_max $BATCH;
-    corelog_query_timeout 60s;
+    corelog_query_timeout $timeout;
     corelog_token_cache 1024 600s;
 
 EOF
@@ -68,68 +110,33 @@ EOF
         }
     }
 EOF2
-$t->run;
+    $t->run;
 
-my $dbh = $t->dbh;
+    $dbh = $t->dbh;
+    $dbh->do($TRIGGER);
 
-# The trigger on each log table reads one text column of the new row:
-#   "wait:..."                      waits for the test's advisory lock 4711;
-#   "raise:<seq>:<code>:<k>:<w>:…"  raises <code> on its first <k> attempts
-#                                   (counted by nextval(<seq>), which no
-#                                   rollback undoes); <w> "w": from the
-#                                   second attempt on, waits for lock 4712
-#                                   first.
-
-my $REFUSED = 'test trigger refuses the row';
-
-(my $sql = <<'EOF') =~ s/%%REFUSED%%/$REFUSED/;
-CREATE FUNCTION public.test_row() RETURNS trigger
-LANGUAGE plpgsql AS $$
-DECLARE
-    v text := to_jsonb(NEW) ->> TG_ARGV[0];
-    n bigint;
-BEGIN
-    IF v LIKE 'wait:%' THEN
-        PERFORM pg_advisory_xact_lock_shared(4711);
-    END IF;
-    IF v LIKE 'raise:%' THEN
-        n := nextval(split_part(v, ':', 2)::regclass);
-        IF n >= 2 AND split_part(v, ':', 5) = 'w' THEN
-            PERFORM pg_advisory_xact_lock_shared(4712);
-        END IF;
-        IF n <= split_part(v, ':', 4)::bigint THEN
-            RAISE EXCEPTION '%%REFUSED%%'
-                  USING ERRCODE = split_part(v, ':', 3);
-        END IF;
-    END IF;
-    RETURN NEW;
-END
-$$;
-EOF
-$dbh->do($sql);
-
-for my $tr (['core_logs', 'traffic_user_id'], ['channel_logs', 'reference'],
-            ['logtanks', 'resource_id'])
-{
-    my ($table, $col) = @$tr;
-    $dbh->do(<<"EOF");
+    for my $tr (['core_logs', 'traffic_user_id'],
+                ['channel_logs', 'reference'], ['logtanks', 'resource_id'])
+    {
+        my ($table, $col) = @$tr;
+        $dbh->do(<<"EOF");
 CREATE TRIGGER test_row BEFORE INSERT ON corelog.$table
     FOR EACH ROW EXECUTE FUNCTION public.test_row('$col')
 EOF
+    }
+
+    @tenants = map {
+        my $acc = $t->make_account("tenant-$_");
+        my $s = $t->seed_corelog($acc);
+        my $g = $t->make_log_group($acc, 'proj-a');
+        { account => $acc,
+          token => $t->make_token($acc, domain => 'dom-1',
+                                  project => 'proj-a'),
+          ts => $s->{traffic_source_id}, cp => $s->{core_pathname_id},
+          channel => $t->make_channel($acc),
+          group => $g, stream => $t->make_log_stream($g) };
+    } 1 .. 3;
 }
-
-# three tenants, each with its token, traffic source, channel, log stream
-
-my @tenants = map {
-    my $acc = $t->make_account("tenant-$_");
-    my $s = $t->seed_corelog($acc);
-    my $g = $t->make_log_group($acc, 'proj-a');
-    { account => $acc,
-      token => $t->make_token($acc, domain => 'dom-1', project => 'proj-a'),
-      ts => $s->{traffic_source_id}, cp => $s->{core_pathname_id},
-      channel => $t->make_channel($acc),
-      group => $g, stream => $t->make_log_stream($g) };
-} 1 .. 3;
 
 my $n = 0;
 my $seqs = 0;
@@ -315,13 +322,18 @@ sub rows {
 }
 
 # warm the token caches: then no auth subrequest needs a query
-for my $tn (@tenants) {
-    for my $route (sort keys %route) {
-        my $w = $route{$route}->($tn);
-        is($t->http(@{ $w->{req} })->{status}, $w->{ok},
-           "warm-up $route: $w->{ok}");
+sub warm_up {
+    for my $tn (@tenants) {
+        for my $route (sort keys %route) {
+            my $w = $route{$route}->($tn);
+            is($t->http(@{ $w->{req} })->{status}, $w->{ok},
+               "warm-up $route: $w->{ok}");
+        }
     }
 }
+
+start('60s');
+warm_up();
 
 ###########################################################################
 # one bad row in a batch of many tenants' rows
@@ -436,7 +448,7 @@ subtest 'channel_log: clients leave while their rows wait to go alone' => sub {
 
     # the bad row is the third: alone (its second attempt) it waits for
     # lock 4712, and the rows after it wait in the queue to go alone
-    my $reqs = rows('channel_log', 10, 2 => "raise:$seq:P0001:99:w:" . ++$n);
+    my $reqs = rows('channel_log', 10, 2 => "raise:$seq:P0001:99:2:" . ++$n);
     my %gone = map { $_ => 1 } 4, 6, 8;
     my $closed = () = $t->access_log =~ m{ 499 }g;
 
@@ -560,6 +572,43 @@ for my $route (sort keys %stmt) {
     like($log, qr/corelog: rows per statement "$stmt{$route}":[^\n]* 16-31:[1-9]/,
          "$route: the 30 rows shared one statement");
 }
+
+$t->done;
+
+###########################################################################
+# The bound of a write's waits: rows whose batch failed after their
+# corelog_query_timeout (counted from when they were queued) was spent,
+# waiting and in that statement, go no more: each answers 503, none is
+# stored.  A second nginx, with a short timeout (T): the batch waits for
+# the held statement until 0.5 T, then its own statement waits (for lock
+# 4712, on its bad row) until 1.2 T, below T itself, and fails.
+
+my $T = 6 * $t->timeout_factor;
+start("${T}s");
+warm_up();
+
+subtest 'rows whose batch failed past their queue deadline: 503' => sub {
+    my $seq = counter();
+    my $reqs = rows('core_log', 6, 2 => "raise:$seq:P0001:99:1:" . ++$n);
+
+    my $lock = hold(4712);
+    my $sent = Time::HiRes::time();
+    my $bt = start_batch('core_log', $reqs);
+
+    sleep $_ for grep { $_ > 0 } $sent + 0.5 * $T - Time::HiRes::time();
+    release($bt);
+    ok($t->wait_lock_waiters, 'the batch waits, on its bad row');
+
+    sleep $_ for grep { $_ > 0 } $sent + 1.2 * $T - Time::HiRes::time();
+    $lock->disconnect;
+
+    my @r = map { $t->http_finish($_, timeout => 90) } @{ $bt->{socks} };
+    is_deeply([map { $_->{status} } @r], [(503) x 6], 'each 503');
+    is_deeply(error_of('core_log', $r[0]), expect_error('core_log', 503),
+              'JSON error');
+    is_deeply([map { $_->{stored}->() } @$reqs], [(0) x 6], 'none stored');
+    is(attempts($seq), 1, 'the bad row went once');
+};
 
 $t->done;
 done_testing;
