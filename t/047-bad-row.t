@@ -67,7 +67,8 @@ EOF
 # connection.  Its database has the triggers and three tenants, each with
 # its token, traffic source, channel and log stream.
 sub start {
-    my ($timeout) = @_;
+    my ($timeout, $more) = @_;
+    $more //= '';
 
     $t = Corelog::Test->new;
     $t->write_conf(<<"EOF" . <<'EOF2');
@@ -75,7 +76,7 @@ sub start {
     corelog_batch_max $BATCH;
     corelog_query_timeout $timeout;
     corelog_token_cache 1024 600s;
-
+    $more
 EOF
     server {
         listen 127.0.0.1:%%PORT%%;
@@ -576,18 +577,21 @@ for my $route (sort keys %stmt) {
 $t->done;
 
 ###########################################################################
-# The bound of a write's waits: rows whose batch failed after their
-# corelog_query_timeout (counted from when they were queued) was spent,
-# waiting and in that statement, go no more: each answers 503, none is
-# stored.  A second nginx, with a short timeout (T): the batch waits for
-# the held statement until 0.5 T, then its own statement waits (for lock
-# 4712, on its bad row) until 1.2 T, below T itself, and fails.
+# The bound of a write's waits: rows whose batch failed after their wait
+# bound (half of corelog_query_timeout, counted from when they were
+# queued) was spent, waiting and in that statement, go no more: each
+# answers 503, none is stored.  A second nginx, with a timeout T of 10 s:
+# the batch waits for the held statement 3 s, then its own statement
+# waits (for lock 4712, on its bad row) 3.5 s, less than its own bound of
+# T/2, and fails 6.5 s after the rows came, past their wait bound of T/2.
+# Unnamed statements: the module then sets no statement_timeout in
+# PostgreSQL (4/5 of T/2), which would end these waits first.
 
-my $T = 6 * $t->timeout_factor;
-start("${T}s");
+my $T = 10 * $t->timeout_factor;
+start("${T}s", 'corelog_prepared_statements off;');
 warm_up();
 
-subtest 'rows whose batch failed past their queue deadline: 503' => sub {
+subtest 'rows whose batch failed past their wait bound: 503' => sub {
     my $seq = counter();
     my $reqs = rows('core_log', 6, 2 => "raise:$seq:P0001:99:1:" . ++$n);
 
@@ -595,11 +599,11 @@ subtest 'rows whose batch failed past their queue deadline: 503' => sub {
     my $sent = Time::HiRes::time();
     my $bt = start_batch('core_log', $reqs);
 
-    sleep $_ for grep { $_ > 0 } $sent + 0.5 * $T - Time::HiRes::time();
+    sleep $_ for grep { $_ > 0 } $sent + 0.3 * $T - Time::HiRes::time();
     release($bt);
     ok($t->wait_lock_waiters, 'the batch waits, on its bad row');
 
-    sleep $_ for grep { $_ > 0 } $sent + 1.2 * $T - Time::HiRes::time();
+    sleep $_ for grep { $_ > 0 } $sent + 0.65 * $T - Time::HiRes::time();
     $lock->disconnect;
 
     my @r = map { $t->http_finish($_, timeout => 90) } @{ $bt->{socks} };
