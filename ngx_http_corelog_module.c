@@ -194,6 +194,7 @@ ngx_module_t  ngx_http_corelog_module = {
 static ngx_int_t
 ngx_http_corelog_init(ngx_conf_t *cf)
 {
+    ngx_http_core_loc_conf_t      *hlcf;
     ngx_http_corelog_main_conf_t  *cmcf;
 
     static ngx_str_t  request_id = ngx_string("request_id");
@@ -203,6 +204,19 @@ ngx_http_corelog_init(ngx_conf_t *cf)
     cmcf->request_id_index = ngx_http_get_variable_index(cf, &request_id);
     if (cmcf->request_id_index == NGX_ERROR) {
         return NGX_ERROR;
+    }
+
+    /*
+     * nginx's "resolver" at the http level (merged by now) re-resolves
+     * the conninfo's host names in the workers; the stand-in that nginx
+     * makes without one has no servers.
+     */
+
+    hlcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (hlcf->resolver && hlcf->resolver->connections.nelts) {
+        cmcf->hosts.resolver = hlcf->resolver;
+        cmcf->hosts.resolver_timeout = hlcf->resolver_timeout;
     }
 
     return ngx_http_corelog_auth_init(cf);
@@ -225,6 +239,7 @@ ngx_http_corelog_create_main_conf(ngx_conf_t *cf)
      *     cmcf->conninfo = { 0, NULL };
      *     cmcf->keywords = NULL;
      *     cmcf->values = NULL;
+     *     cmcf->hosts = { NULL, 0, ..., NULL, 0 };
      *     cmcf->worker = NULL;
      */
 

@@ -75,10 +75,49 @@ typedef struct {
 #define NGX_HTTP_CORELOG_KINDS            2
 
 
+/*
+ * The host list of the conninfo (ngx_http_corelog_resolve.c): each entry
+ * with its addresses, host i's in addrs[offset .. offset + room - 1]; libpq
+ * gets one host/hostaddr/port entry per address, in order.
+ */
+
+#define NGX_HTTP_CORELOG_RESOLVE_ADDRS  16    /* of a name, at most */
+
+typedef struct {
+    u_char                       len;
+    u_char                       data[NGX_INET6_ADDRSTRLEN];
+} ngx_http_corelog_addr_t;
+
+typedef struct {
+    ngx_str_t                    name;            /* as written */
+    ngx_str_t                    port;            /* its own, or empty */
+    ngx_uint_t                   offset;          /* in addrs */
+    ngx_uint_t                   room;            /* 0: a socket, no address */
+    unsigned                     resolve:1;       /* a name, not an address */
+} ngx_http_corelog_host_t;
+
+typedef struct {
+    ngx_http_corelog_host_t     *hosts;           /* NULL: no host list */
+    ngx_uint_t                   nhosts;
+    ngx_uint_t                   nnames;          /* hosts that resolve */
+    ngx_uint_t                  *naddrs;          /* per host */
+    ngx_http_corelog_addr_t     *addrs;           /* at configuration time */
+    ngx_uint_t                   room;            /* in addrs */
+    size_t                       host_size;       /* of the longest lists */
+    size_t                       port_size;       /* 0: one port for all */
+    ngx_int_t                    host_slot;       /* in keywords */
+    ngx_int_t                    hostaddr_slot;   /* -1: none */
+    ngx_int_t                    port_slot;       /* -1: one port for all */
+    ngx_resolver_t              *resolver;        /* NULL: at start only */
+    ngx_msec_t                   resolver_timeout;
+} ngx_http_corelog_hosts_t;
+
+
 typedef struct {
     ngx_str_t                    conninfo;        /* corelog_postgres */
     const char                 **keywords;        /* NULL-terminated */
     const char                 **values;
+    ngx_http_corelog_hosts_t     hosts;           /* of the conninfo */
     ngx_uint_t                   connections;     /* per worker */
     ngx_uint_t                   queue_max;       /* per worker, writes */
     ngx_uint_t                   token_queue_max; /* per worker, lookups */
@@ -386,6 +425,34 @@ typedef struct {
 } ngx_http_corelog_pg_handlers_t;
 
 
+/*
+ * A connection's own resolution of the host names (with nginx's resolver,
+ * before each connect): the last addresses known, the lists for libpq.
+ */
+
+typedef struct ngx_http_corelog_resolve_s  ngx_http_corelog_resolve_t;
+
+typedef void (*ngx_http_corelog_resolve_handler_pt)(
+    ngx_http_corelog_resolve_t *rs);
+
+struct ngx_http_corelog_resolve_s {
+    ngx_http_corelog_main_conf_t  *conf;
+    ngx_resolver_ctx_t          *ctx;         /* the name being resolved */
+    ngx_uint_t                   next;        /* its host */
+    ngx_uint_t                  *naddrs;      /* per host: last known */
+    ngx_uint_t                  *failures;    /* per host: in a row */
+    ngx_http_corelog_addr_t     *addrs;
+    const char                 **values;      /* the conninfo's, lists ours */
+    u_char                      *host;
+    u_char                      *hostaddr;
+    u_char                      *port;
+    ngx_log_t                   *log;
+    ngx_http_corelog_resolve_handler_pt  handler;  /* all names done */
+    void                        *data;
+    unsigned                     calling:1;   /* in ngx_resolve_name() */
+};
+
+
 struct ngx_http_corelog_pg_conn_s {
     PGconn                      *conn;
     ngx_connection_t            *c;           /* wraps PQsocket() */
@@ -403,6 +470,7 @@ struct ngx_http_corelog_pg_conn_s {
     ngx_http_corelog_main_conf_t  *conf;
     const ngx_http_corelog_pg_handlers_t  *handlers;
     void                        *data;        /* the user's */
+    ngx_http_corelog_resolve_t   resolve;
     ngx_log_t                    log;
     unsigned                     flushing:1;
 };
@@ -543,13 +611,24 @@ char *ngx_http_corelog_pg_options(ngx_conf_t *cf,
     ngx_http_corelog_main_conf_t *cmcf);
 char *ngx_http_corelog_pg_conninfo(ngx_conf_t *cf,
     ngx_http_corelog_main_conf_t *cmcf);
-void ngx_http_corelog_pg_open(ngx_http_corelog_pg_conn_t *pc,
+ngx_int_t ngx_http_corelog_pg_open(ngx_http_corelog_pg_conn_t *pc,
     ngx_uint_t index, ngx_http_corelog_main_conf_t *cmcf,
     const ngx_http_corelog_pg_handlers_t *handlers, void *data,
     ngx_log_t *log);
 ngx_int_t ngx_http_corelog_pg_send(ngx_http_corelog_pg_conn_t *pc,
     const ngx_http_corelog_stmt_t *stmt);
 void ngx_http_corelog_pg_close(ngx_http_corelog_pg_conn_t *pc);
+
+/* ngx_http_corelog_resolve.c */
+char *ngx_http_corelog_resolve_conf(ngx_conf_t *cf,
+    ngx_http_corelog_hosts_t *hs, const char **host, const char **port,
+    const char **hostaddr);
+ngx_int_t ngx_http_corelog_resolve_init(ngx_http_corelog_resolve_t *rs,
+    ngx_http_corelog_main_conf_t *cmcf, ngx_log_t *log);
+ngx_int_t ngx_http_corelog_resolve_start(ngx_http_corelog_resolve_t *rs,
+    ngx_http_corelog_resolve_handler_pt handler, void *data);
+const char **ngx_http_corelog_resolve_values(ngx_http_corelog_resolve_t *rs);
+void ngx_http_corelog_resolve_cancel(ngx_http_corelog_resolve_t *rs);
 
 /* ngx_http_corelog_queue.c */
 ngx_int_t ngx_http_corelog_queue_init_process(ngx_cycle_t *cycle,

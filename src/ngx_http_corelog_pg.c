@@ -14,15 +14,9 @@
 
 #include "ngx_http_corelog.h"
 
-#include <netdb.h>
-#include <sys/un.h>
-
 
 #define NGX_HTTP_CORELOG_PG_BACKOFF_MIN  100
 #define NGX_HTTP_CORELOG_PG_BACKOFF_MAX  1000
-
-/* a DNS name: at most 253 characters (RFC 1035, without the final dot) */
-#define NGX_HTTP_CORELOG_PG_NAME_MAX     253
 
 /* a message of libpq or PostgreSQL in a log line */
 #define NGX_HTTP_CORELOG_PG_TEXT_LEN     512
@@ -37,6 +31,8 @@
 
 
 static void ngx_http_corelog_pg_connect(ngx_http_corelog_pg_conn_t *pc);
+static void ngx_http_corelog_pg_resolved(ngx_http_corelog_resolve_t *rs);
+static void ngx_http_corelog_pg_start(ngx_http_corelog_pg_conn_t *pc);
 static void ngx_http_corelog_pg_enter(ngx_http_corelog_pg_conn_t *pc,
     ngx_uint_t state);
 static ngx_int_t ngx_http_corelog_pg_wrap(ngx_http_corelog_pg_conn_t *pc);
@@ -69,8 +65,6 @@ static ngx_str_t ngx_http_corelog_pg_message(const char *msg, u_char *buf,
 static void ngx_http_corelog_pg_result_error(ngx_http_corelog_pg_conn_t *pc,
     PGresult *res, const char *what);
 static ngx_uint_t ngx_http_corelog_pg_utf8_name(const char *name);
-static char *ngx_http_corelog_pg_hostaddr(ngx_conf_t *cf, const char *host,
-    ngx_uint_t resolve, ngx_str_t *hostaddr);
 
 
 #if (NGX_DEBUG)
@@ -82,18 +76,23 @@ static const char  *const ngx_http_corelog_pg_states[] = {
 #endif
 
 
-/* configuration time: check the conninfo, resolve host names to hostaddr */
+/*
+ * Configuration time: check the conninfo, resolve host names to hostaddr
+ * (ngx_http_corelog_resolve.c: all the addresses of a name, in order).
+ */
 
 char *
 ngx_http_corelog_pg_conninfo(ngx_conf_t *cf, ngx_http_corelog_main_conf_t *cmcf)
 {
-    char              *errmsg, *host, *hostaddr;
-    u_char            *p;
-    size_t             len;
-    ngx_str_t          resolved;
-    ngx_uint_t         n, i;
-    PQconninfoOption  *opts, *o;
-    u_char             text[NGX_HTTP_CORELOG_PG_TEXT_LEN];
+    char                      *errmsg;
+    u_char                    *p;
+    size_t                     len;
+    ngx_str_t                  resolved;
+    ngx_uint_t                 n, i;
+    const char                *host, *hostaddr, *port;
+    PQconninfoOption          *opts, *o;
+    ngx_http_corelog_hosts_t  *hs;
+    u_char                     text[NGX_HTTP_CORELOG_PG_TEXT_LEN];
 
     p = ngx_pnalloc(cf->pool, cmcf->conninfo.len + 1);
     if (p == NULL) {
@@ -125,6 +124,12 @@ ngx_http_corelog_pg_conninfo(ngx_conf_t *cf, ngx_http_corelog_main_conf_t *cmcf)
     n = 0;
     host = NULL;
     hostaddr = NULL;
+    port = NULL;
+
+    hs = &cmcf->hosts;
+    hs->host_slot = -1;
+    hs->hostaddr_slot = -1;
+    hs->port_slot = -1;
 
     for (o = opts; o->keyword; o++) {
         if (o->val == NULL || o->val[0] == '\0') {
@@ -138,6 +143,9 @@ ngx_http_corelog_pg_conninfo(ngx_conf_t *cf, ngx_http_corelog_main_conf_t *cmcf)
 
         } else if (ngx_strcmp(o->keyword, "hostaddr") == 0) {
             hostaddr = o->val;
+
+        } else if (ngx_strcmp(o->keyword, "port") == 0) {
+            port = o->val;
 
         } else if (ngx_strcmp(o->keyword, "client_encoding") == 0
                    && !ngx_http_corelog_pg_utf8_name(o->val))
@@ -192,26 +200,39 @@ ngx_http_corelog_pg_conninfo(ngx_conf_t *cf, ngx_http_corelog_main_conf_t *cmcf)
         ngx_memcpy(p, o->val, len);
         cmcf->values[i] = (const char *) p;
 
+        if (ngx_strcmp(o->keyword, "host") == 0) {
+            hs->host_slot = i;
+
+        } else if (ngx_strcmp(o->keyword, "port") == 0) {
+            hs->port_slot = i;
+        }
+
         i++;
     }
 
     /*
      * libpq resolves host names synchronously inside PQconnectPoll():
-     * resolve them here, once, and hand libpq the addresses.
+     * resolve them here, and hand libpq the addresses, an entry each.
      */
 
     if (host != NULL) {
-        if (ngx_http_corelog_pg_hostaddr(cf, host, hostaddr == NULL,
-                                         &resolved)
+        if (ngx_http_corelog_resolve_conf(cf, hs, &host, &port, &hostaddr)
             != NGX_CONF_OK)
         {
             PQconninfoFree(opts);
             return NGX_CONF_ERROR;
         }
 
-        if (resolved.len) {
+        cmcf->values[hs->host_slot] = host;
+
+        if (hs->port_size) {
+            cmcf->values[hs->port_slot] = port;
+        }
+
+        if (hs->nhosts && hostaddr) {
             cmcf->keywords[i] = "hostaddr";
-            cmcf->values[i] = (const char *) resolved.data;
+            cmcf->values[i] = hostaddr;
+            hs->hostaddr_slot = i;
             i++;
         }
     }
@@ -279,12 +300,6 @@ ngx_http_corelog_pg_options(ngx_conf_t *cf, ngx_http_corelog_main_conf_t *cmcf)
 
 
 /*
- * The entries of a host list: unix-socket directories must fit a socket
- * address with libpq's file name; names are resolved (unless resolve is
- * 0: hostaddr was given) into a hostaddr list of the same entries.
- */
-
-/*
  * Whether an encoding name is UTF8 the way PostgreSQL reads it: case and
  * characters other than letters and digits ignored ("UTF-8", "utf8"), or
  * its alias "unicode".
@@ -316,122 +331,13 @@ ngx_http_corelog_pg_utf8_name(const char *name)
 }
 
 
-static char *
-ngx_http_corelog_pg_hostaddr(ngx_conf_t *cf, const char *host,
-    ngx_uint_t resolve, ngx_str_t *hostaddr)
-{
-    int               rc;
-    u_char           *p, *last, *start;
-    size_t            len;
-    ngx_str_t         name;
-    ngx_uint_t        names;
-    struct addrinfo   hints, *res;
-    u_char            text[NGX_SOCKADDR_STRLEN + 1];
-    u_char            cname[NGX_HTTP_CORELOG_PG_NAME_MAX + 1];
-
-    len = ngx_strlen(host);
-
-    /* every entry is at most an IPv6 address */
-
-    p = ngx_pnalloc(cf->pool, (len + 1) * (NGX_SOCKADDR_STRLEN + 1) + 1);
-    if (p == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    hostaddr->data = p;
-    names = 0;
-
-    start = (u_char *) host;
-    last = start + len;
-
-    for ( ;; ) {
-        name.data = start;
-
-        while (start < last && *start != ',') {
-            start++;
-        }
-
-        name.len = start - name.data;
-
-        if (name.len && name.data[0] == '/') {
-
-            /* libpq adds "/.s.PGSQL.<port>": it must fit sun_path */
-
-            if (name.len + sizeof("/.s.PGSQL.65535")
-                > sizeof(((struct sockaddr_un *) 0)->sun_path))
-            {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "corelog: unix-socket directory \"%V\" "
-                                   "in conninfo is too long for a socket "
-                                   "address (at most %uz characters)",
-                                   &name,
-                                   sizeof(((struct sockaddr_un *) 0)->sun_path)
-                                   - sizeof("/.s.PGSQL.65535"));
-                return NGX_CONF_ERROR;
-            }
-
-        } else if (name.len && name.data[0] != '@' && resolve) {
-
-            if (name.len > NGX_HTTP_CORELOG_PG_NAME_MAX) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "corelog: host name in conninfo is "
-                                   "longer than %d characters",
-                                   NGX_HTTP_CORELOG_PG_NAME_MAX);
-                return NGX_CONF_ERROR;
-            }
-
-            ngx_memcpy(cname, name.data, name.len);
-            cname[name.len] = '\0';
-
-            ngx_memzero(&hints, sizeof(struct addrinfo));
-            hints.ai_family = AF_UNSPEC;
-            hints.ai_socktype = SOCK_STREAM;
-
-            res = NULL;
-            rc = getaddrinfo((char *) cname, NULL, &hints, &res);
-
-            if (rc != 0 || res == NULL) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "corelog: host \"%V\" in conninfo "
-                                   "not found: %s", &name,
-                                   rc ? gai_strerror(rc) : "no address");
-                if (rc == 0) {
-                    freeaddrinfo(res);
-                }
-                return NGX_CONF_ERROR;
-            }
-
-            len = ngx_sock_ntop(res->ai_addr, res->ai_addrlen, text,
-                                NGX_SOCKADDR_STRLEN, 0);
-            freeaddrinfo(res);
-
-            p = ngx_cpymem(p, text, len);
-            names++;
-        }
-
-        if (start == last) {
-            break;
-        }
-
-        *p++ = ',';
-        start++;
-    }
-
-    *p = '\0';
-
-    hostaddr->len = names ? (size_t) (p - hostaddr->data) : 0;
-
-    return NGX_CONF_OK;
-}
-
-
 /*
  * pc starts connecting: index numbers it in the debug log, handlers (with
  * data for them in pc->data) hear of it from now on, even before this
- * returns (a connection may fail at once).
+ * returns (a connection may fail at once).  NGX_ERROR: out of memory.
  */
 
-void
+ngx_int_t
 ngx_http_corelog_pg_open(ngx_http_corelog_pg_conn_t *pc, ngx_uint_t index,
     ngx_http_corelog_main_conf_t *cmcf,
     const ngx_http_corelog_pg_handlers_t *handlers, void *data,
@@ -448,12 +354,49 @@ ngx_http_corelog_pg_open(ngx_http_corelog_pg_conn_t *pc, ngx_uint_t index,
     pc->backoff.log = log;
     pc->backoff.cancelable = 1;
 
+    if (ngx_http_corelog_resolve_init(&pc->resolve, cmcf, &pc->log)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
     ngx_http_corelog_pg_connect(pc);
+
+    return NGX_OK;
+}
+
+
+/*
+ * With nginx's resolver, the host names are resolved again first (the
+ * addresses last known serve when that fails); then libpq connects.
+ */
+
+static void
+ngx_http_corelog_pg_connect(ngx_http_corelog_pg_conn_t *pc)
+{
+    pc->log.action = "resolving the PostgreSQL host names";
+
+    if (ngx_http_corelog_resolve_start(&pc->resolve,
+                                       ngx_http_corelog_pg_resolved, pc)
+        == NGX_AGAIN)
+    {
+        ngx_http_corelog_pg_enter(pc, NGX_HTTP_CORELOG_PG_CONNECTING);
+        return;
+    }
+
+    ngx_http_corelog_pg_start(pc);
 }
 
 
 static void
-ngx_http_corelog_pg_connect(ngx_http_corelog_pg_conn_t *pc)
+ngx_http_corelog_pg_resolved(ngx_http_corelog_resolve_t *rs)
+{
+    ngx_http_corelog_pg_start(rs->data);
+}
+
+
+static void
+ngx_http_corelog_pg_start(ngx_http_corelog_pg_conn_t *pc)
 {
     ngx_str_t                      msg;
     ngx_http_corelog_main_conf_t  *cmcf;
@@ -464,7 +407,11 @@ ngx_http_corelog_pg_connect(ngx_http_corelog_pg_conn_t *pc)
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, &pc->log, 0,
                    "corelog pg #%ui: connecting", pc->index);
 
-    pc->conn = PQconnectStartParams(cmcf->keywords, cmcf->values, 0);
+    pc->log.action = "connecting to PostgreSQL";
+    pc->conn = PQconnectStartParams(cmcf->keywords,
+                                    ngx_http_corelog_resolve_values(
+                                                              &pc->resolve),
+                                    0);
 
     if (pc->conn == NULL) {
         ngx_log_error(NGX_LOG_CRIT, &pc->log, 0,
@@ -1336,6 +1283,8 @@ ngx_http_corelog_pg_close(ngx_http_corelog_pg_conn_t *pc)
     if (pc->backoff.timer_set) {
         ngx_del_timer(&pc->backoff);
     }
+
+    ngx_http_corelog_resolve_cancel(&pc->resolve);
 
     ngx_http_corelog_pg_enter(pc, NGX_HTTP_CORELOG_PG_DOWN);
     pc->flushing = 0;

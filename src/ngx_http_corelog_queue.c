@@ -139,9 +139,13 @@ ngx_http_corelog_queue_init_process(ngx_cycle_t *cycle,
             return NGX_ERROR;
         }
 
-        ngx_http_corelog_pg_open(&qc->pg, i, cmcf,
-                                 &ngx_http_corelog_queue_handlers, qc,
-                                 cycle->log);
+        if (ngx_http_corelog_pg_open(&qc->pg, i, cmcf,
+                                     &ngx_http_corelog_queue_handlers, qc,
+                                     cycle->log)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
     }
 
     return NGX_OK;
