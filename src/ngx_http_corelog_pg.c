@@ -88,6 +88,7 @@ ngx_http_corelog_pg_conninfo(ngx_conf_t *cf, ngx_http_corelog_main_conf_t *cmcf)
     u_char                    *p;
     size_t                     len;
     ngx_str_t                  resolved;
+    ngx_int_t                  given;
     ngx_uint_t                 n, i;
     const char                *host, *hostaddr, *port;
     PQconninfoOption          *opts, *o;
@@ -122,14 +123,6 @@ ngx_http_corelog_pg_conninfo(ngx_conf_t *cf, ngx_http_corelog_main_conf_t *cmcf)
     }
 
     n = 0;
-    host = NULL;
-    hostaddr = NULL;
-    port = NULL;
-
-    hs = &cmcf->hosts;
-    hs->host_slot = -1;
-    hs->hostaddr_slot = -1;
-    hs->port_slot = -1;
 
     for (o = opts; o->keyword; o++) {
         if (o->val == NULL || o->val[0] == '\0') {
@@ -138,16 +131,7 @@ ngx_http_corelog_pg_conninfo(ngx_conf_t *cf, ngx_http_corelog_main_conf_t *cmcf)
 
         n++;
 
-        if (ngx_strcmp(o->keyword, "host") == 0) {
-            host = o->val;
-
-        } else if (ngx_strcmp(o->keyword, "hostaddr") == 0) {
-            hostaddr = o->val;
-
-        } else if (ngx_strcmp(o->keyword, "port") == 0) {
-            port = o->val;
-
-        } else if (ngx_strcmp(o->keyword, "client_encoding") == 0
+        if (ngx_strcmp(o->keyword, "client_encoding") == 0
                    && !ngx_http_corelog_pg_utf8_name(o->val))
         {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -172,6 +156,12 @@ ngx_http_corelog_pg_conninfo(ngx_conf_t *cf, ngx_http_corelog_main_conf_t *cmcf)
     }
 
     i = 0;
+    given = -1;
+
+    hs = &cmcf->hosts;
+    hs->host_slot = -1;
+    hs->hostaddr_slot = -1;
+    hs->port_slot = -1;
 
     for (o = opts; o->keyword; o++) {
         if (o->val == NULL || o->val[0] == '\0'
@@ -203,6 +193,9 @@ ngx_http_corelog_pg_conninfo(ngx_conf_t *cf, ngx_http_corelog_main_conf_t *cmcf)
         if (ngx_strcmp(o->keyword, "host") == 0) {
             hs->host_slot = i;
 
+        } else if (ngx_strcmp(o->keyword, "hostaddr") == 0) {
+            given = i;
+
         } else if (ngx_strcmp(o->keyword, "port") == 0) {
             hs->port_slot = i;
         }
@@ -210,16 +203,21 @@ ngx_http_corelog_pg_conninfo(ngx_conf_t *cf, ngx_http_corelog_main_conf_t *cmcf)
         i++;
     }
 
+    PQconninfoFree(opts);
+
     /*
      * libpq resolves host names synchronously inside PQconnectPoll():
      * resolve them here, and hand libpq the addresses, an entry each.
      */
 
-    if (host != NULL) {
+    if (hs->host_slot != -1) {
+        host = cmcf->values[hs->host_slot];
+        port = (hs->port_slot != -1) ? cmcf->values[hs->port_slot] : NULL;
+        hostaddr = (given != -1) ? cmcf->values[given] : NULL;
+
         if (ngx_http_corelog_resolve_conf(cf, hs, &host, &port, &hostaddr)
             != NGX_CONF_OK)
         {
-            PQconninfoFree(opts);
             return NGX_CONF_ERROR;
         }
 
@@ -245,8 +243,6 @@ ngx_http_corelog_pg_conninfo(ngx_conf_t *cf, ngx_http_corelog_main_conf_t *cmcf)
 
     cmcf->keywords[i] = "fallback_application_name";
     cmcf->values[i] = "nginx-corelog";
-
-    PQconninfoFree(opts);
 
     return NGX_CONF_OK;
 }

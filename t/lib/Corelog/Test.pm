@@ -93,6 +93,10 @@ for my $sig (qw(INT TERM)) {
 #   pg_start => 0   initdb and load the schema, but leave PostgreSQL stopped
 #   pg       => 0   no PostgreSQL at all (nginx-only tests)
 #   pg_conf  => str extra postgresql.conf lines
+#   pg_listen => addr  PostgreSQL's TCP address (default 127.0.0.1; all of
+#                   127/8 is the loopback on Linux)
+#   pg_port  => port  PostgreSQL's port, not a new one: a second cluster on
+#                   another address and the same port as the first
 sub new {
     my ($class, %opt) = @_;
 
@@ -110,7 +114,8 @@ sub new {
 
     $self->{port}    = $self->_free_port;
     $self->{port2}   = $self->_free_port;
-    $self->{pg_port} = $self->_free_port;
+    $self->{pg_port} = $opt{pg_port} // $self->_free_port;
+    $self->{pg_host} = $opt{pg_listen} // '127.0.0.1';
 
     if ($opt{pg} // 1) {
         $self->_pg_init;
@@ -126,6 +131,7 @@ sub dir     { $_[0]{dir} }
 sub port    { $_[0]{port} }
 sub port2   { $_[0]{port2} }
 sub pg_port { $_[0]{pg_port} }
+sub pg_host { $_[0]{pg_host} }
 
 sub uuid {
     my $bytes = '';
@@ -261,7 +267,7 @@ sub _pg_init {
     _append("$data/postgresql.conf", <<"EOF");
 
 # Corelog::Test: a private, throwaway cluster
-listen_addresses = '127.0.0.1'
+listen_addresses = '$self->{pg_host}'
 port = $self->{pg_port}
 unix_socket_directories = '$sockdir'
 fsync = off
@@ -272,6 +278,10 @@ shared_preload_libraries = 'pg_stat_statements'
 pg_stat_statements.track = all
 $extra
 EOF
+
+    # a cluster on another loopback address: its clients may come from it
+    _append("$data/pg_hba.conf", "host all all 127.0.0.0/8 trust\n")
+        if $self->{pg_host} ne '127.0.0.1';
 }
 
 # The unix socket path is limited to ~107 bytes.
@@ -387,7 +397,7 @@ sub psql_file {
 
 sub _dsn {
     my ($self, $db) = @_;
-    return "dbi:Pg:dbname=$db;host=127.0.0.1;port=$self->{pg_port}";
+    return "dbi:Pg:dbname=$db;host=$self->{pg_host};port=$self->{pg_port}";
 }
 
 # A minimal server{} with the core-log route behind the built-in Bearer
@@ -415,7 +425,7 @@ sub pg_socket_dir { $_[0]{pg_sockdir} // $_[0]{dir} }
 
 sub pg_conninfo {
     my $self = shift;
-    return "host=127.0.0.1 port=$self->{pg_port} dbname=corelog "
+    return "host=$self->{pg_host} port=$self->{pg_port} dbname=corelog "
          . "user=postgres";
 }
 
