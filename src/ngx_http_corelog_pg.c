@@ -132,7 +132,7 @@ ngx_http_corelog_pg_conninfo(ngx_conf_t *cf, ngx_http_corelog_main_conf_t *cmcf)
         n++;
 
         if (ngx_strcmp(o->keyword, "client_encoding") == 0
-                   && !ngx_http_corelog_pg_utf8_name(o->val))
+            && !ngx_http_corelog_pg_utf8_name(o->val))
         {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "corelog: client_encoding \"%s\" in conninfo: "

@@ -311,13 +311,15 @@ sub pg_standby_of {
     my ($rc, $out) = $self->_run([_as_pg(), "$bin/pg_basebackup",
                                   '-D', $data, '-R', '-X', 'stream',
                                   '-c', 'fast', '--no-sync', '-d',
-                                  "host=127.0.0.1 port=$primary->{pg_port} "
+                                  "host=$primary->{pg_host} "
+                                  . "port=$primary->{pg_port} "
                                   . 'user=postgres application_name=standby']);
     die "pg_basebackup failed (exit $rc):\n$out" if $rc;
 
     _append("$data/postgresql.conf", <<"EOF");
 
 # Corelog::Test: a standby of port $primary->{pg_port}
+listen_addresses = '$self->{pg_host}'
 port = $self->{pg_port}
 unix_socket_directories = '$sockdir'
 EOF
