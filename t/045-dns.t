@@ -40,7 +40,7 @@ my $NAME = 'localhost';
 
 # what a recovery may take: the resolver's valid=1s, the reconnect backoff
 # (at most 1 s), a connect; the bound is generous, the figure is noted
-my $RECOVERY = 15;
+my $RECOVERY = 15 * Corelog::Test::timeout_factor();
 
 my $t = Corelog::Test->new;                               # A, 127.0.0.1
 my $tb = Corelog::Test->new(pg_listen => '127.0.0.3',      # B, same port
@@ -216,6 +216,38 @@ for my $case (['SERVFAIL', 'Server failure'],
              'a notice says so');
     };
 }
+
+subtest 'a worker whose connections wait for the DNS exits at once' => sub {
+    conf('resolver 127.0.0.1:' . $dns->port . ' valid=1s;'
+         . ' resolver_timeout 60s;');
+    ok($t->reload, 'reloaded with resolver_timeout 60s');
+    my ($took, $seen) = until_202($RECOVERY);
+    is($seen->[-1], 202, 'a 202') or diag "statuses: @$seen";
+
+    # B restarts: the connections are lost, and each waits for an answer
+    # that does not come
+    $dns->set($NAME => 'SILENT');
+    sleep 1.2;
+    my $asked = $dns->queries($NAME);
+    $tb->pg_restart;
+    my $until = time + 5;
+    sleep 0.1 while $dns->queries($NAME) == $asked && time < $until;
+    ok($dns->queries($NAME) > $asked, 'the connections asked the DNS');
+    sleep 0.3;
+
+    # the old worker's resolutions are cancelled: it does not wait for them
+    my $offset = length $t->error_log;
+    my @old = $t->worker_pids;
+    my $start = time;
+    ok($t->reload, 'reloaded');
+    my $gone = time - $start;
+    ok(!grep({ kill 0, $_ } @old), 'the old worker has exited');
+    cmp_ok($gone, '<', 5 * Corelog::Test::timeout_factor(),
+           'within 5 s of the reload, not the 60 s of resolver_timeout');
+    note sprintf 'old worker gone %.1f s after the reload', $gone;
+    like(log_since($offset), qr/worker process \d+ exited with code 0/,
+         'exited with code 0');
+};
 
 subtest 'without a resolver: the addresses of the start, until a reload' => sub {
     $dns->set($NAME => ['127.0.0.3']);
