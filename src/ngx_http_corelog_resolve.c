@@ -229,7 +229,9 @@ static char *
 ngx_http_corelog_resolve_entry(ngx_conf_t *cf, ngx_http_corelog_host_t *h,
     ngx_uint_t resolve)
 {
+#if (NGX_HAVE_INET6)
     u_char  buf[sizeof(struct in6_addr)];
+#endif
 
     if (h->name.len == 0 || h->name.data[0] == '@') {
         return NGX_CONF_OK;
