@@ -215,8 +215,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 /*
  * NGX_CONF_OK: keywords and values NULL-terminated arrays of C strings;
  * every option libpq parsed from the string (with a value) is there, in
- * order and unchanged; then at most a hostaddr the module added, then
- * fallback_application_name.
+ * order and unchanged, but client_encoding (the module sends its own);
+ * then at most a hostaddr the module added, then client_encoding=UTF8,
+ * then fallback_application_name.
  */
 
 static void
@@ -283,11 +284,13 @@ ngx_http_corelog_fuzz_check_ok(const u_char *data, size_t size,
     hostaddr = NULL;
 
     for (o = opts; o->keyword; o++) {
-        if (o->val == NULL || o->val[0] == '\0') {
+        if (o->val == NULL || o->val[0] == '\0'
+            || ngx_strcmp(o->keyword, "client_encoding") == 0)
+        {
             continue;
         }
 
-        if (i >= n - 1
+        if (i >= n - 2
             || ngx_strcmp(cmcf->keywords[i], o->keyword) != 0
             || ngx_strcmp(cmcf->values[i], o->val) != 0)
         {
@@ -308,9 +311,20 @@ ngx_http_corelog_fuzz_check_ok(const u_char *data, size_t size,
 
     PQconninfoFree(opts);
 
-    /* between the parsed options and the fallback: at most one hostaddr */
+    /* then client_encoding=UTF8, whatever the string said */
+
+    if (n < 2
+        || ngx_strcmp(cmcf->keywords[n - 2], "client_encoding") != 0
+        || ngx_strcmp(cmcf->values[n - 2], "UTF8") != 0)
+    {
+        ngx_http_corelog_fuzz_fail(data, size, "the option before the last "
+                                   "is not client_encoding=UTF8");
+    }
+
+    /* between the parsed options and those two: at most one hostaddr */
 
     added = NULL;
+    n--;
 
     if (i == n - 2) {
         if (ngx_strcmp(cmcf->keywords[i], "hostaddr") != 0) {

@@ -439,7 +439,7 @@ ngx_http_corelog_queue_take(ngx_http_corelog_queue_conn_t *qc)
     size_t                         size;
     ngx_uint_t                     n, lookups;
     ngx_queue_t                   *q, *next;
-    ngx_http_corelog_op_t         *op;
+    ngx_http_corelog_op_t         *op, *first;
     const ngx_http_corelog_stmt_t *stmt;
     ngx_http_corelog_worker_t     *w;
     ngx_http_corelog_main_conf_t  *cmcf;
@@ -449,7 +449,7 @@ ngx_http_corelog_queue_take(ngx_http_corelog_queue_conn_t *qc)
 
     lookups = ngx_max(cmcf->connections / 2, 1);
 
-    stmt = NULL;
+    first = NULL;
 
     for (q = ngx_queue_head(&w->queue);
          q != ngx_queue_sentinel(&w->queue);
@@ -460,16 +460,17 @@ ngx_http_corelog_queue_take(ngx_http_corelog_queue_conn_t *qc)
         if (op->stmt->kind != NGX_HTTP_CORELOG_KIND_LOOKUP
             || w->lookups < lookups)
         {
-            stmt = op->stmt;
+            first = op;
             break;
         }
     }
 
-    if (stmt == NULL) {
+    if (first == NULL) {
         return NGX_DECLINED;
     }
 
-    n = (stmt->batched && !op->alone) ? cmcf->batch_max : 1;
+    stmt = first->stmt;
+    n = (stmt->batched && !first->alone) ? cmcf->batch_max : 1;
     size = 0;
 
     /* take up to n ops of the same statement, oldest first, none alone */
