@@ -6,7 +6,8 @@
 # module keeps its connections: its sessions never outnumber its pool, no
 # request waits longer than corelog_query_timeout, every error answer is
 # a 503 whose row is not stored, not even once the lock is gone, and every
-# 202 is stored.
+# 202 is stored.  (A connection that has not prepared the statement yet
+# waits for the lock in its Parse: PostgreSQL ends that the same way.)
 
 use strict;
 use warnings;
@@ -107,7 +108,7 @@ unlike($t->error_log,
        qr/statement (unanswered|timed out)|PostgreSQL is unavailable/,
        'no connection was given up');
 like($t->error_log,
-     qr/corelog: statement failed with SQLSTATE 57014: canceling statement due to statement timeout/,
+     qr/corelog: (statement|preparing) failed with SQLSTATE 57014: canceling statement due to statement timeout/,
      "PostgreSQL's statement_timeout ended the statements");
 
 $t->done;
