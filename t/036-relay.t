@@ -9,7 +9,8 @@
 #   - during an outage the reconnect backoff stays capped at 1 s, so the
 #     pool is back within about a second once the server is;
 #   - an answer stalled in the network gets 504 at corelog_query_timeout,
-#     and the pool recovers.
+#     and the pool recovers; a stalled token look-up answers 503 (the
+#     token store is unavailable), not 500.
 
 use strict;
 use warnings;
@@ -376,6 +377,28 @@ subtest 'an answer stalled in the network: 504, then recovery' => sub {
     $r = $t->http(req($rq, $rs));
     is($r->{status}, 409, 'sent again: 409');
     is($r->{json}{name}, 'Conflict', 'JSON error');
+};
+
+subtest 'a token look-up stalled in the network: 503, not 500' => sub {
+    my ($secs, @seen) = until_201(10);
+    ok(defined $secs, 'pool up') or diag "statuses: @seen";
+
+    # a token no worker has cached: its check needs a look-up
+    my $fresh = $t->make_token($acc);
+    my @r = req();
+    $r[3]{Authorization} = "Bearer $fresh";
+
+    $relay->mode('stall');
+    my $r = $t->http(@r);
+    $relay->mode('pass');
+
+    is($r->{status}, 503, 'status 503: the token store is unavailable');
+    like($r->{json}{message} // '', qr/token store is unavailable/,
+         'says why');
+
+    ($secs, @seen) = until_201(10);
+    ok(defined $secs, 'the pool reconnects and writes again')
+        or diag "statuses: @seen";
 };
 
 $t->done;
