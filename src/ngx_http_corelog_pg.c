@@ -993,10 +993,12 @@ ngx_http_corelog_pg_done(ngx_http_corelog_pg_conn_t *pc)
         ngx_del_timer(pc->c->read);
     }
 
-    /* the server answered a statement: the connection works */
+    /* the server answered a statement to its end: the connection works */
 
-    pc->delay = 0;
-    pc->failures = 0;
+    if (PQtransactionStatus(pc->conn) == PQTRANS_IDLE) {
+        pc->delay = 0;
+        pc->failures = 0;
+    }
 
     res = pc->res;
     error = pc->error;
@@ -1195,8 +1197,8 @@ ngx_http_corelog_pg_status(PGresult *res)
     /*
      * Rolled back, and a retry may succeed: connection exceptions,
      * shutdown, resources, serialization, deadlock, a read-only server, a
-     * prepared statement gone or another's, and a statement cancelled (statement_timeout
-     * or an operator's pg_cancel_backend()).
+     * prepared statement gone or another's, and a statement cancelled
+     * (statement_timeout, or an operator's pg_cancel_backend()).
      */
 
     if (ngx_strncmp(state, "08", 2) == 0

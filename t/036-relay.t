@@ -103,17 +103,6 @@ sub until_201 {
     return (undef, @seen);
 }
 
-# the error log from $from on, once it matches $re (at most $secs)
-sub wait_log {
-    my ($from, $re, $secs) = @_;
-    my $deadline = time + $secs;
-    while (1) {
-        my $log = substr $t->error_log, $from;
-        return $log if $log =~ $re || time > $deadline;
-        sleep 0.05;
-    }
-}
-
 sub count { my ($text, $re) = @_; my $n = () = $text =~ /$re/g; $n }
 
 # The first connection and the warm-up: the token is in the cache and the
@@ -138,7 +127,7 @@ subtest 'the server reports a transaction left open' => sub {
     is($r->{json}{name}, 'InternalServerError', 'JSON error');
     is(stored($rq), 1, '(the relay changed only the status byte)');
 
-    my $log = wait_log($from, qr/available again/, 10);
+    my $log = $t->wait_log($from, qr/available again/, 10);
     like($log, qr/\[error\].*corelog: connection left in transaction state 2, closing it/,
          'logged');
     like($log, qr/corelog: PostgreSQL is available again/,
@@ -151,7 +140,7 @@ subtest 'the server reports a transaction left open' => sub {
     is($r->{status}, 503, 'a Parse left in a transaction: 503');
     is($r->{json}{name}, 'ServiceUnavailable', 'JSON error');
     is(stored($rq), 0, 'nothing written');
-    like(wait_log($from, qr/after preparing/, 5),
+    like($t->wait_log($from, qr/after preparing/, 5),
          qr/\[error\].*corelog: connection in transaction state 2 after preparing "[^"]+", closing it/,
          'logged');
 
@@ -220,10 +209,10 @@ subtest 'a connection made resets the backoff: a blip after an outage' => sub {
     my $from = length $t->error_log;
 
     $relay->mode('refuse');
-    wait_log($from, qr/PostgreSQL is unavailable/, 5);
+    $t->wait_log($from, qr/PostgreSQL is unavailable/, 5);
     $relay->mode('pass');
     my $start = time;
-    wait_log($from, qr/PostgreSQL is available again/, 5);
+    $t->wait_log($from, qr/PostgreSQL is available again/, 5);
     my $took = time - $start;
     cmp_ok($took, '<', 0.8, 'reconnected after 100 or 200 ms, not 1 s');
     diag sprintf 'reconnected %.2f s after the server came back', $took;
@@ -279,7 +268,7 @@ subtest 'a server that stops answering: writes get 503 at once' => sub {
 
     # the connection is lost, and the next attempt hangs in its startup
     $relay->mode('refuse');
-    wait_log($from, qr/PostgreSQL is unavailable/, 5);
+    $t->wait_log($from, qr/PostgreSQL is unavailable/, 5);
     my $accepted = $relay->accepted;
     $relay->mode('stall');
     for (1 .. 100) { last if $relay->accepted > $accepted; sleep 0.05 }

@@ -21,43 +21,10 @@ use Corelog::Test;
 
 my $t = Corelog::Test->new;
 
-$t->write_conf(<<'EOF');
+$t->write_conf(<<'EOF' . Corelog::Test::routes_server(status => 1));
     corelog_connections 1;
     corelog_batch_max 50;
     corelog_query_timeout 10s;
-
-    server {
-        listen 127.0.0.1:%%PORT%%;
-
-        location ~ ^/core-log/(?<ts>[^/]*)$ {
-            corelog_auth_request /_auth;
-            corelog_api core_log $ts;
-        }
-
-        location = /api/v1/log/create {
-            corelog_auth_request /_auth;
-            corelog_api channel_log;
-        }
-
-        location = /v1/logtanks {
-            corelog_auth_request /_auth_x;
-            corelog_api logtank;
-        }
-
-        location = /_auth {
-            internal;
-            corelog_token_check bearer;
-        }
-
-        location = /_auth_x {
-            internal;
-            corelog_token_check x-auth-token;
-        }
-
-        location = /status {
-            stub_status;
-        }
-    }
 EOF
 $t->run;
 

@@ -53,7 +53,7 @@ my $conninfo = $pgb->conninfo;
 
 sub conf {
     my ($prepared) = @_;
-    $t->write_conf(<<"EOF" . <<'EOF2', no_postgres => 1, workers => 2);
+    my $http = <<"EOF";
     corelog_postgres "$conninfo";
     corelog_prepared_statements $prepared;
     corelog_connections 4;
@@ -62,35 +62,8 @@ sub conf {
     corelog_token_cache 1024 600s;
 
 EOF
-    server {
-        listen 127.0.0.1:%%PORT%%;
-
-        location ~ ^/core-log/(?<ts>[^/]*)$ {
-            corelog_auth_request /_auth;
-            corelog_api core_log $ts;
-        }
-
-        location = /api/v1/log/create {
-            corelog_auth_request /_auth;
-            corelog_api channel_log;
-        }
-
-        location = /v1/logtanks {
-            corelog_auth_request /_auth_x;
-            corelog_api logtank;
-        }
-
-        location = /_auth {
-            internal;
-            corelog_token_check bearer;
-        }
-
-        location = /_auth_x {
-            internal;
-            corelog_token_check x-auth-token;
-        }
-    }
-EOF2
+    $t->write_conf($http . Corelog::Test::routes_server(),
+                   no_postgres => 1, workers => 2);
 }
 
 conf('off');
@@ -211,17 +184,6 @@ sub statuses {
     my %st;
     $st{$_->{status}}++ for @_;
     return join ' ', map { "$_:$st{$_}" } sort keys %st;
-}
-
-# the error log from $from on, once it matches $re (at most $secs)
-sub wait_log {
-    my ($from, $re, $secs) = @_;
-    my $deadline = time + $secs;
-    while (1) {
-        my $log = substr $t->error_log, $from;
-        return $log if $log =~ $re || time > $deadline;
-        sleep 0.05;
-    }
 }
 
 my %recover;    # what => seconds to the first success
@@ -423,7 +385,7 @@ subtest 'corelog_prepared_statements on behind the pooler' => sub {
     is(scalar(grep { $_->{status} != 503 } @res), 0,
        'PgBouncer refuses the startup option: 503')
         or diag statuses(@res);
-    my $log = wait_log($from, qr/unsupported startup parameter/, 5);
+    my $log = $t->wait_log($from, qr/unsupported startup parameter/, 5);
     like($log, qr/\[error\].*corelog: could not connect to PostgreSQL: (?#
                   )FATAL: unsupported startup parameter: options (?#
                   )\(a pooler that refuses startup options: set (?#
@@ -447,7 +409,7 @@ subtest 'corelog_prepared_statements on behind the pooler' => sub {
 
     # a statement executed where it was not prepared fails with 26000;
     # its Parse where another connection prepared it with 42P05
-    $log = wait_log($from, qr/corelog_prepared_statements off/, 5);
+    $log = $t->wait_log($from, qr/corelog_prepared_statements off/, 5);
     like($log, qr/\[error\].*corelog: (?:statement|preparing) failed (?#
                   )with SQLSTATE (?:26000|42P05)/,
          'the error log shows 26000 or 42P05');

@@ -71,46 +71,13 @@ sub start {
     $more //= '';
 
     $t = Corelog::Test->new;
-    $t->write_conf(<<"EOF" . <<'EOF2');
+    $t->write_conf(<<"EOF" . Corelog::Test::routes_server(status => 1));
     corelog_connections 1;
     corelog_batch_max $BATCH;
     corelog_query_timeout $timeout;
     corelog_token_cache 1024 600s;
     $more
 EOF
-    server {
-        listen 127.0.0.1:%%PORT%%;
-
-        location ~ ^/core-log/(?<ts>[^/]*)$ {
-            corelog_auth_request /_auth;
-            corelog_api core_log $ts;
-        }
-
-        location = /api/v1/log/create {
-            corelog_auth_request /_auth;
-            corelog_api channel_log;
-        }
-
-        location = /v1/logtanks {
-            corelog_auth_request /_auth_x;
-            corelog_api logtank;
-        }
-
-        location = /_auth {
-            internal;
-            corelog_token_check bearer;
-        }
-
-        location = /_auth_x {
-            internal;
-            corelog_token_check x-auth-token;
-        }
-
-        location = /status {
-            stub_status;
-        }
-    }
-EOF2
     $t->run;
 
     $dbh = $t->dbh;

@@ -422,6 +422,48 @@ sub core_log_server {
 EOF
 }
 
+# A server{} with the three routes, behind the built-in token checkers
+# (Bearer for core and channel logs, X-Auth-Token for logtanks), and with
+# status => 1 a stub_status at /status, for write_conf().
+sub routes_server {
+    my (%opt) = @_;
+    my $status = $opt{status} ? <<'EOF' : '';
+
+        location = /status {
+            stub_status;
+        }
+EOF
+    return <<'EOF' . $status . "    }\n";
+    server {
+        listen 127.0.0.1:%%PORT%%;
+
+        location ~ ^/core-log/(?<ts>[^/]*)$ {
+            corelog_auth_request /_auth;
+            corelog_api core_log $ts;
+        }
+
+        location = /api/v1/log/create {
+            corelog_auth_request /_auth;
+            corelog_api channel_log;
+        }
+
+        location = /v1/logtanks {
+            corelog_auth_request /_auth_x;
+            corelog_api logtank;
+        }
+
+        location = /_auth {
+            internal;
+            corelog_token_check bearer;
+        }
+
+        location = /_auth_x {
+            internal;
+            corelog_token_check x-auth-token;
+        }
+EOF
+}
+
 # The directory of PostgreSQL's unix socket (for host=<dir> conninfos).
 sub pg_socket_dir { $_[0]{pg_sockdir} // $_[0]{dir} }
 
@@ -868,6 +910,18 @@ sub stop {
 }
 
 sub error_log { _slurp("$_[0]{dir}/error.log") // '' }
+
+# $t->wait_log($from, $re, $secs): the error log from offset $from on, once
+# it matches $re (or after $secs, times TEST_CORELOG_TIMEOUT_FACTOR)
+sub wait_log {
+    my ($self, $from, $re, $secs) = @_;
+    my $deadline = time + _t($secs);
+    while (1) {
+        my $log = substr $self->error_log, $from;
+        return $log if $log =~ $re || time > $deadline;
+        sleep 0.05;
+    }
+}
 sub access_log { _slurp("$_[0]{dir}/access.log") // "" }
 
 sub allow_emerg { $_[0]{allow}{emerg} = 1; $_[0] }
