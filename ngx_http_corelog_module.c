@@ -39,6 +39,7 @@ static char *ngx_http_corelog_error(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_corelog_resource_types(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
+static ngx_int_t ngx_http_corelog_init_module(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_corelog_init_process(ngx_cycle_t *cycle);
 static void ngx_http_corelog_exit_process(ngx_cycle_t *cycle);
 
@@ -181,7 +182,7 @@ ngx_module_t  ngx_http_corelog_module = {
     ngx_http_corelog_commands,             /* module directives */
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
-    NULL,                                  /* init module */
+    ngx_http_corelog_init_module,          /* init module */
     ngx_http_corelog_init_process,         /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
@@ -875,6 +876,28 @@ ngx_http_corelog_resource_types(ngx_conf_t *cf, ngx_command_t *cmd,
     }
 
     return NGX_CONF_OK;
+}
+
+
+/*
+ * Which module runs, with what: a dynamic module has no line in nginx -V.
+ * At notice level, like nginx's own "nginx/1.x.y" line: on start, reload
+ * and nginx -t, in the error log of the configuration being loaded.
+ */
+
+static ngx_int_t
+ngx_http_corelog_init_module(ngx_cycle_t *cycle)
+{
+    int  pq;
+
+    pq = PQlibVersion();
+
+    ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
+                  "corelog module " NGX_HTTP_CORELOG_VERSION
+                  " (nginx " NGINX_VERSION ", libpq %d.%d, jansson %s)",
+                  pq / 10000, pq % 10000, jansson_version_str());
+
+    return NGX_OK;
 }
 
 

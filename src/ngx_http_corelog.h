@@ -16,6 +16,9 @@
 #include <jansson.h>
 
 
+/* the module's release (CHANGES); in the error log at start and reload */
+#define NGX_HTTP_CORELOG_VERSION           "1.0.0"
+
 #define NGX_HTTP_CORELOG_MAX_FIELD_ERRORS  16
 #define NGX_HTTP_CORELOG_UUID_LEN          36
 #define NGX_HTTP_CORELOG_TIME_LEN          24   /* 2025-07-10T11:00:00.000Z */
