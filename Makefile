@@ -11,6 +11,10 @@
 #                      .build/asan/, then run the tests with them
 #   make run           deps, build, then start PostgreSQL + nginx in .run/
 #   make deps          install missing Debian packages (apt-get, via sudo)
+#   make test-matrix   the tests against every nginx version there is a
+#                      source of: Debian's, and each ../shared/nginx tarball
+#                      (scripts/matrix.sh), one line per version
+#   make test-nginx NGINX_VERSION=1.30.4   the tests against that one
 #   make fuzz          build the libFuzzer targets (clang, ASan + UBSan) in
 #                      .build/fuzz/ and run each FUZZ_SECONDS (fuzz/README.md)
 #   make mutate        the mutation run: each mutant of mutate/mutants alone,
@@ -38,7 +42,7 @@ PROVE_FLAGS ?=
 
 .DEFAULT_GOAL := build
 .PHONY: build deps test valgrind asan run bench soak clean distclean lint fuzz \
-        mutate debug-build
+        mutate debug-build test-matrix test-nginx
 # prerequisites in order, also under make -j: deps before build
 .NOTPARALLEL:
 
@@ -58,6 +62,21 @@ test: deps build
 	@nginx=$${TEST_CORELOG_NGINX:-/usr/sbin/nginx}; \
 	"$$nginx" -V 2>&1 | grep -q -- '--with-debug' || $(MAKE) debug-build
 	prove -I t/lib -r -j$(PROVE_JOBS) $(PROVE_FLAGS) $(TESTS)
+
+# The whole suite against each nginx version (scripts/matrix.sh): Debian's
+# /usr/sbin/nginx, then each ../shared/nginx/nginx-X.Y.Z.tar.gz (or
+# NGINX_TARBALLS=<dir>) built with --with-compat into .build/matrix/X.Y.Z/;
+# one line per version at the end, in .build/matrix/summary too.  About
+# 5 minutes per version.  `make test-nginx NGINX_VERSION=X.Y.Z`: one.
+test-matrix: deps
+	TESTS="$(TESTS)" PROVE_JOBS="$(PROVE_JOBS)" PROVE_FLAGS="$(PROVE_FLAGS)" \
+	    scripts/matrix.sh
+
+test-nginx: deps
+	@[ -n "$(NGINX_VERSION)" ] || { echo \
+	    "make test-nginx NGINX_VERSION=X.Y.Z (or debian)" >&2; exit 1; }
+	TESTS="$(TESTS)" PROVE_JOBS="$(PROVE_JOBS)" PROVE_FLAGS="$(PROVE_FLAGS)" \
+	    scripts/matrix.sh $(NGINX_VERSION)
 
 # nginx (master, workers) under valgrind's memcheck, with t/valgrind.supp:
 # each test file fails "valgrind: no memory errors" on an error in the

@@ -51,6 +51,9 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # --- configure (when needed) and make ---------------------------------------
+# shellcheck source=scripts/safe-path.sh
+. "$(dirname "$0")/safe-path.sh"
+
 cd "$src"
 
 # configure again when config changed or another nginx tree is named
@@ -58,6 +61,8 @@ if [ ! -f "$stamp" ] || [ "$top/config" -nt "$stamp" ] \
    || [ "$(cat "$stamp")" != "$src" ]; then
     rm -rf "$objs"
     mkdir -p "$objs"
+    safe_top=$(safe_path "$top")
+    safe_objs=$(safe_path "$objs")
     if [ -f ./conf_flags ]; then
         # shellcheck disable=SC1091
         . ./conf_flags
@@ -67,7 +72,7 @@ if [ ! -f "$stamp" ] || [ "$top/config" -nt "$stamp" ] \
     # shellcheck disable=SC2068
     ./configure --with-cc-opt="-fPIC -g -O2 -Wall -Werror" \
         --with-ld-opt="-fPIC" ${NGX_CONF_FLAGS[@]+"${NGX_CONF_FLAGS[@]}"} \
-        --add-dynamic-module="$top" --builddir="$objs" \
+        --add-dynamic-module="$safe_top" --builddir="$safe_objs" \
         > "$objs/configure.log" 2>&1 || {
             cat "$objs/configure.log"; exit 1; }
     echo "$src" > "$stamp"

@@ -63,14 +63,42 @@ else
     exit 1
 fi
 
-# `env` so that the variable survives sudo's environment reset.  Another
-# apt-get or dpkg at work (a second build, unattended-upgrades) is waited
-# for, not a failure.
+# `env` so that the variable survives sudo's environment reset.
 apt=("${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get
-     -o DPkg::Lock::Timeout=600)
+     -o DPkg::Lock::Timeout="${DEPS_LOCK_WAIT:-600}")
 
-"${apt[@]}" update -q
-"${apt[@]}" install -y -q --no-install-recommends "${missing[@]}"
+# Another apt-get or dpkg at work (a second build; unattended-upgrades,
+# which fresh cloud machines run at boot) is waited for, up to
+# DEPS_LOCK_WAIT seconds (default 600), not a failure: dpkg's lock through
+# DPkg::Lock::Timeout, and apt-get update's lock on its lists, which that
+# option does not cover, by trying again every 2 s.
+run_apt() {
+    local err rc waited=0
+    err=$(mktemp)
+    while :; do
+        rc=0
+        "${apt[@]}" "$@" 2>"$err" || rc=$?
+        cat "$err" >&2
+        [ "$rc" -eq 0 ] && break
+        grep -qE 'Could not get lock|Unable to lock|Unable to acquire' "$err" \
+            || break
+        if [ "$waited" -ge "${DEPS_LOCK_WAIT:-600}" ]; then
+            echo "deps: apt's lock still held after ${waited} s: try again" \
+                 "when the other apt-get or dpkg is done" >&2
+            break
+        fi
+        [ "$waited" -gt 0 ] ||
+            echo "deps: another apt-get or dpkg holds apt's lock (above):" \
+                 "waiting for it, up to ${DEPS_LOCK_WAIT:-600} s" >&2
+        sleep 2
+        waited=$((waited + 2))
+    done
+    rm -f "$err"
+    return "$rc"
+}
+
+run_apt update -q
+run_apt install -y -q --no-install-recommends "${missing[@]}"
 
 # On machines with an init system the Debian nginx package starts the system
 # nginx on port 80; it is not needed (tests and `make run` start their own).

@@ -35,6 +35,13 @@ name=$(basename "$builddir")
 
 src=$("$top/scripts/nginx-source.sh" ${NGINX_VERSION:+"$NGINX_VERSION"})
 
+# paths without ".S" for configure (scripts/safe-path.sh)
+# shellcheck source=scripts/safe-path.sh
+. "$top/scripts/safe-path.sh"
+mkdir -p "$builddir"
+safe_top=$(safe_path "$top")
+safe_builddir=$(safe_path "$builddir")
+
 if [ -n "$bare" ]; then
     conf_args=("$@")
 else
@@ -44,9 +51,9 @@ else
                --with-http_ssl_module --with-http_sub_module
                --with-http_auth_request_module --with-http_stub_status_module
                --with-http_v2_module --with-http_realip_module
-               "$@" --add-dynamic-module="$top")
+               "$@" --add-dynamic-module="$safe_top")
 fi
-conf_args+=(--builddir="$builddir")
+conf_args+=(--builddir="$safe_builddir")
 
 stamp=$builddir/.configured
 want=$(printf '%s\n' "$src" "${conf_args[@]}")
