@@ -162,4 +162,7 @@ distclean: clean
 	    kill -INT "$$(head -1 .run/pgdata/postmaster.pid)" 2>/dev/null \
 	    && stopped=1; \
 	if [ -n "$$stopped" ]; then sleep 2; fi
+	@# .run links to /var/tmp/corelog-run-* when run as root from a
+	@# checkout others cannot reach (scripts/run.sh)
+	if [ -L .run ]; then rm -rf "$$(readlink .run)"; fi
 	rm -rf .run .build

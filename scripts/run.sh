@@ -50,6 +50,45 @@ port_free() {
         Listen => 1, ReuseAddr => 1)' "$1"
 }
 
+# True when every directory of $1 lets others through (o+x): as root,
+# PostgreSQL runs as "postgres" and nginx's workers as "nobody".
+world_traversable() {
+    local p=$1 mode
+    while :; do
+        mode=$(stat -L -c %A "$p" 2>/dev/null) || return 1
+        case $mode in
+            *[xt]) ;;
+            *) return 1 ;;
+        esac
+        [ "$p" = / ] && return 0
+        p=$(dirname "$p")
+    done
+}
+
+# A checkout they cannot reach (in a 0700 home directory, say) keeps the
+# run's data in /var/tmp/corelog-run-<checksum of the checkout's path>
+# instead, and .run is a link to it (make distclean removes both).
+if [ ${#as_pg[@]} -gt 0 ] && ! world_traversable "$top"; then
+    away=/var/tmp/corelog-run-$(printf '%s' "$top" | cksum | cut -d ' ' -f 1)
+    if [ ! -L "$run" ]; then
+        if [ -L "$away" ] || { [ -e "$away" ] && [ ! -O "$away" ]; }; then
+            die "$away is not root's own directory; remove it"
+        fi
+        [ -d "$away" ] || mkdir -m 0755 "$away"
+        if [ -d "$run" ]; then
+            # an earlier run's data (its cluster unreachable from here)
+            cp -a "$run/." "$away/"
+            rm -rf "$run"
+        fi
+        ln -s "$away" "$run"
+    fi
+    echo "run: $top is not reachable by the postgres user and nginx's" \
+         "workers: the run's data is in $(readlink "$run") (.run links to it)"
+    run=$(readlink -f "$run")
+    pgdata=$run/pgdata
+    pglog=$run/postgres.log
+fi
+
 mkdir -p "$run"
 
 # Processes left behind by an interrupted `make run`.
@@ -69,7 +108,7 @@ port_free "$PGPORT" ||
     die "port $PGPORT (PostgreSQL) is in use; stop what listens there or use PGPORT=<port>"
 
 if [ ${#as_pg[@]} -gt 0 ] && ! "${as_pg[@]}" test -x "$run"; then
-    die "the postgres user cannot reach $run; move the checkout to a world-readable place"
+    die "the postgres user cannot reach $run (mode of a directory above it)"
 fi
 
 # A new cluster on the first run (trust auth: a private dev cluster).
