@@ -893,7 +893,7 @@ ngx_http_corelog_init_module(ngx_cycle_t *cycle)
     pq = PQlibVersion();
 
     ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
-                  "corelog module " NGX_HTTP_CORELOG_VERSION
+                  "corelog: version " NGX_HTTP_CORELOG_VERSION
                   " (nginx " NGINX_VERSION ", libpq %d.%d, jansson %s)",
                   pq / 10000, pq % 10000, jansson_version_str());
 

@@ -35,9 +35,9 @@ my ($nginx_version) = `$nginx -v 2>&1` =~ m{nginx/(\d+\.\d+\.\d+)};
 
 $t->write_conf('', error_log_level => 'notice')->run;
 
-my $line = qr/\[notice\] .*corelog module \Q$release\E \(nginx \Q$nginx_version\E, libpq \d+\.\d+, jansson \d+\.\d+\)$/m;
+my $line = qr/\[notice\] .*corelog: version \Q$release\E \(nginx \Q$nginx_version\E, libpq \d+\.\d+, jansson \d+\.\d+\)$/m;
 my @at_start = $t->error_log =~ /$line/g;
-is(scalar @at_start, 1, "at start: corelog module $release (nginx"
+is(scalar @at_start, 1, "at start: corelog: version $release (nginx"
                         . " $nginx_version, libpq, jansson), once");
 
 ok($t->reload, 'reload');
@@ -46,7 +46,7 @@ is(scalar @after, 2, 'and again at the reload');
 
 my $quiet = Corelog::Test->new;
 $quiet->write_conf('', error_log_level => 'warn')->run;
-unlike($quiet->error_log, qr/corelog module/,
+unlike($quiet->error_log, qr/corelog: version/,
        'not at a level above notice');
 $quiet->done;
 
