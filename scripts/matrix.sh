@@ -4,6 +4,9 @@
 #
 #   scripts/matrix.sh                every version: Debian's, then each
 #                                    $NGINX_TARBALLS/nginx-X.Y.Z.tar.gz
+#   scripts/matrix.sh --tarballs     each tarball's version, not Debian's
+#                                    (.ci/run, after `make test`); none:
+#                                    says where to put one, exit 0
 #   scripts/matrix.sh 1.30.4 ...     those versions only (`make test-nginx
 #                                    NGINX_VERSION=1.30.4`); "debian" names
 #                                    Debian's
@@ -37,9 +40,15 @@ debian_version() {
     /usr/sbin/nginx -v 2>&1 | sed -n 's|^nginx version: nginx/\([0-9.]*\).*|\1|p'
 }
 
+tarballs_only=
+if [ "${1:-}" = --tarballs ]; then
+    tarballs_only=1
+    shift
+fi
+
 versions=("$@")
 if [ ${#versions[@]} -eq 0 ]; then
-    versions=(debian)
+    [ -n "$tarballs_only" ] || versions=(debian)
     found=
     for f in "$tarballs"/nginx-*.tar.gz; do
         [ -f "$f" ] || continue
@@ -52,6 +61,7 @@ if [ ${#versions[@]} -eq 0 ]; then
              "nginx is tested.  For another version, put nginx.org's" \
              "tarball (https://nginx.org/download/nginx-X.Y.Z.tar.gz) there" \
              "or name its directory with NGINX_TARBALLS=<dir>" >&2
+        [ ${#versions[@]} -gt 0 ] || exit 0
     fi
 fi
 

@@ -78,4 +78,21 @@ SKIP: {
     unlike($out, qr/No rule to make target/, 'no make error');
 }
 
+# make test-matrix without nginx tarballs (a user's fresh machine): where
+# to put one, not an obscure failure.
+{
+    mkdir "$dir/no-tarballs" or die "mkdir: $!\n";
+    local $ENV{NGINX_TARBALLS} = "$dir/no-tarballs";
+    my $out = `"$root/scripts/matrix.sh" 1.30.4 2>&1`;
+    is($? >> 8, 1, 'test-nginx NGINX_VERSION=1.30.4 without its tarball: exit 1');
+    like($out, qr{^matrix: no \Q$dir\E/no-tarballs/nginx-1\.30\.4\.tar\.gz: put nginx\.org's tarball \(https://nginx\.org/download/nginx-1\.30\.4\.tar\.gz\) there}m,
+         'says where to put which tarball');
+    like($out, qr/^nginx 1\.30\.4 +NO SOURCE /m, 'and its matrix line');
+
+    $out = `"$root/scripts/matrix.sh" --tarballs 2>&1`;
+    is($? >> 8, 0, 'the tarballs of an empty directory: exit 0');
+    like($out, qr/^matrix: no nginx-X\.Y\.Z\.tar\.gz in .*put nginx\.org's tarball/m,
+         'says so');
+}
+
 done_testing;
