@@ -19,6 +19,9 @@
 #                      .build/fuzz/ and run each FUZZ_SECONDS (fuzz/README.md)
 #   make mutate        the mutation run: each mutant of mutate/mutants alone,
 #                      built in .build/mutate/, against its tests, then t/
+#   make lint          syntax checks, shellcheck, mutants apply, the
+#                      Dockerfile's linter (npm's dockerfilelint, installed
+#                      into .build/lint/ the first time)
 #   make clean         remove objs/ and t/tmp/
 #   make distclean     clean, and also remove .run/ (the `make run` database)
 #                      and .build/ (nginx source trees, asan and fuzz builds)
@@ -42,7 +45,7 @@ PROVE_FLAGS ?=
 
 .DEFAULT_GOAL := build
 .PHONY: build deps test valgrind asan run bench soak clean distclean lint fuzz \
-        mutate debug-build test-matrix test-nginx
+        mutate debug-build test-matrix test-nginx lint-dockerfile
 # prerequisites in order, also under make -j: deps before build
 .NOTPARALLEL:
 
@@ -135,13 +138,24 @@ fuzz:
 mutate: deps
 	scripts/mutate.sh
 
-lint:
+lint: lint-dockerfile
 	bash -n scripts/*.sh .ci/run
 	scripts/mutate.sh --check
 	if command -v shellcheck >/dev/null; then shellcheck scripts/*.sh .ci/run; fi
 	perl -I t/lib -c t/lib/Corelog/Test.pm
 	for f in $$(find t -name '*.t' -not -path 't/tmp/*'); do \
 	    perl -I t/lib -c "$$f" || exit 1; done
+
+# The Dockerfile's linter: dockerfilelint from npm (hadolint is not packaged
+# for Debian), installed once into .build/lint/; skipped without npm.
+DOCKERFILELINT := .build/lint/node_modules/.bin/dockerfilelint
+
+lint-dockerfile:
+	@if [ ! -x $(DOCKERFILELINT) ] && command -v npm >/dev/null; then \
+	    npm install --no-audit --no-fund --prefix .build/lint \
+	        dockerfilelint@1.8.0 >/dev/null; fi
+	if [ -x $(DOCKERFILELINT) ]; then $(DOCKERFILELINT) Dockerfile; \
+	else echo "lint: no npm, the Dockerfile is not linted"; fi
 
 # Best effort: stop what an interrupted test run left behind in t/tmp/
 # (SIGQUIT = nginx graceful stop, SIGINT = PostgreSQL fast shutdown).
