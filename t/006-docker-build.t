@@ -266,6 +266,18 @@ my $nopw = DBI->connect('dbi:Pg:dbname=corelog;host=127.0.0.1;port='
 ok(!$nopw, "PostgreSQL asks $role for a password")
     or $nopw->disconnect;
 
+# the migrate service: `corelog-entrypoint migrate`, psql with the passfile
+# (the image's /usr/share/corelog/ holds scripts/ and sql/ as the repository)
+$t->dbh->do("CREATE DATABASE corelog_migrate OWNER $role");
+(my $migrate_conninfo = $conninfo) =~ s/dbname=corelog/dbname=corelog_migrate/;
+($rc, $out) = entrypoint('migrate',
+    CORELOG_CONNINFO => $migrate_conninfo, CORELOG_PREFIX => "$tmp/migrate",
+    CORELOG_SHARE => $ROOT, CORELOG_PASSWORD_FILE => "$tmp/secret",
+    CORELOG_USER => 'nobody');
+is($rc, 0, 'entry point migrate: exit 0') or diag $out;
+like($out, qr/^migrate: 001_\w+\.sql$/m, 'it applied the migrations');
+ok(!-e "$tmp/migrate/nginx.conf", 'and wrote no nginx.conf');
+
 $t->write_shipped_conf(conninfo => $pg_line);
 $t->run;
 
