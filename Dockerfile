@@ -48,7 +48,7 @@ RUN curl -fsSL -o "nginx-${NGINX_VERSION}.tar.gz" \
 
 COPY config ngx_http_corelog_module.c /src/
 COPY src/ /src/src/
-COPY scripts/install.sh /src/scripts/
+COPY scripts/install.sh scripts/safe-path.sh /src/scripts/
 # builds /build/objs/ngx_http_corelog_module.so and checks that this
 # image's nginx loads it
 RUN /src/scripts/install.sh --build-only --nginx /usr/sbin/nginx --source "/build/nginx-${NGINX_VERSION}.tar.gz" --builddir /build/objs

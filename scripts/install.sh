@@ -250,7 +250,11 @@ if [ -f "$src/conf_flags" ]; then
     args=(${cc_opt:+"--with-cc-opt=$cc_opt"} ${ld_opt:+"--with-ld-opt=$ld_opt"}
           "${NGX_CONF_FLAGS[@]}")
 fi
-args+=("--add-dynamic-module=$top" "--builddir=$builddir")
+# paths without ".S" for configure (scripts/safe-path.sh)
+# shellcheck source=scripts/safe-path.sh
+. "$top/scripts/safe-path.sh"
+args+=("--add-dynamic-module=$(safe_path "$top")"
+       "--builddir=$(safe_path "$builddir")")
 
 stamp=$builddir/.configured
 want=$(printf '%s\n' "$src" "${args[@]}")

@@ -65,7 +65,7 @@ SKIP: {
     skip "no nginx-$OTHER.tar.gz in $TARBALLS", 1
         unless -f "$TARBALLS/nginx-$OTHER.tar.gz";
 
-    # .build/nginx-1.30.4 (scripts/nginx-source.sh), shared with t/006
+    # .build/nginx-1.30.4 (scripts/nginx-source.sh), shared with t/009
     make_path("$ROOT/.build");
     chomp(my $tree = `flock '$ROOT/.build/nginx-source.lock' \\
                       '$ROOT/scripts/nginx-source.sh' $OTHER`);
