@@ -142,9 +142,14 @@ sub main_conf {
     $conf =~ s{^(\s*load_module\s+)\S+;}{$1"$module";}m
         or $conf = "load_module \"$module\";\n$conf";
     $conf = "$conf\nevents { }\n" unless $conf =~ /^\s*events\s*\{/m;
+    # nginx -t creates the pid file: in the test directory, not /run
+    $conf =~ s{^(\s*pid\s+)[^;]+;}{$1"$dir/nginx.pid";}m
+        or $conf = "pid \"$dir/nginx.pid\";\n$conf";
 
     my $temp = join '', map { "    ${_}_temp_path \"$dir/$_\";\n" }
                         qw(client_body proxy fastcgi uwsgi scgi);
+    $temp .= qq{    access_log "$dir/access.log";\n}
+        unless $conf =~ /^\s*access_log\s/m;
     $conf =~ s/^(\s*http\s*\{[^\n]*\n)/$1$temp/m;
     $conf =~ s{(?<=[\s"])/var/log/nginx/}{$dir/}g;
 
@@ -163,6 +168,9 @@ sub fragment_confs {
         unless $text =~ /^\s*corelog_postgres\s/m;
     $http .= "client_max_body_size 256k; client_body_buffer_size 256k;\n"
         unless $text =~ /client_(?:max_body|body_buffer)_size/;
+    # nginx -t opens the default access log (/var/log/nginx/ for Debian's)
+    $http .= qq{access_log "$dir/access.log";\n}
+        unless $text =~ /^\s*access_log\s/m;
 
     my $listen = "listen 127.0.0.1:" . $t->port . ";";
 
