@@ -162,7 +162,7 @@ static ngx_command_t  ngx_http_corelog_commands[] = {
 
 
 static ngx_http_module_t  ngx_http_corelog_module_ctx = {
-    NULL,                                  /* preconfiguration */
+    ngx_http_corelog_variables_add,        /* preconfiguration */
     ngx_http_corelog_init,                 /* postconfiguration */
 
     ngx_http_corelog_create_main_conf,     /* create main configuration */

@@ -375,8 +375,20 @@ struct ngx_http_corelog_op_s {
     ngx_uint_t                   state;
     ngx_msec_t                   deadline;        /* of its queue waits */
     ngx_event_t                  wait;            /* queue wait bound */
+
+    /*
+     * What its write cost, for the access log: when it entered the queue
+     * (first), when it last went out in a statement of rows ops, and when
+     * that statement ended (answered); rows 0: it never went out
+     */
+    ngx_msec_t                   queued_at;
+    ngx_msec_t                   sent_at;
+    ngx_msec_t                   done_at;
+    ngx_uint_t                   rows;
+
     unsigned                     alone:1;         /* goes in no batch */
     unsigned                     retried:1;       /* after a rollback */
+    unsigned                     answered:1;      /* done_at is set */
 };
 
 
@@ -539,7 +551,10 @@ typedef struct {
     ngx_http_corelog_auth_t      auth;
     ngx_http_corelog_api_t      *api;
     void                        *data;            /* the api's request state */
+    ngx_http_corelog_op_t       *op;              /* its write, once made */
+    ngx_uint_t                   error;           /* the error answered */
     unsigned                     body_ours:1;     /* we read it: we free it */
+    unsigned                     created:1;       /* its row is committed */
 } ngx_http_corelog_ctx_t;
 
 
@@ -563,7 +578,16 @@ struct ngx_http_corelog_api_s {
     ngx_int_t                  (*send_error)(ngx_http_request_t *r,
                                    ngx_http_corelog_ctx_t *ctx,
                                    ngx_http_corelog_error_t *err);
+
+    /* the code of an error in this shape, as its body carries it */
+    u_char                    *(*error_code)(u_char *buf, ngx_uint_t status);
+
+    ngx_uint_t                   id;              /* the row's id column */
 };
+
+
+/* "UnsupportedMediaType", "CLG.0415": the longest error code */
+#define NGX_HTTP_CORELOG_ERROR_CODE_LEN  32
 
 
 /* a JSON writer into one growing pool buffer */
@@ -708,6 +732,12 @@ ngx_int_t ngx_http_corelog_reply_error_corelog(ngx_http_request_t *r,
     ngx_http_corelog_ctx_t *ctx, ngx_http_corelog_error_t *err);
 ngx_int_t ngx_http_corelog_reply_header(ngx_http_request_t *r,
     const char *key, ngx_str_t *value);
+u_char *ngx_http_corelog_reply_code_corelog(u_char *buf, ngx_uint_t status);
+ngx_http_corelog_api_t *ngx_http_corelog_reply_api(ngx_http_request_t *r,
+    ngx_http_corelog_ctx_t *ctx);
+
+/* ngx_http_corelog_variables.c */
+ngx_int_t ngx_http_corelog_variables_add(ngx_conf_t *cf);
 
 /* ngx_http_corelog_error.c */
 void ngx_http_corelog_error_set(ngx_http_corelog_error_t *err,

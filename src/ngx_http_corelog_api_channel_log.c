@@ -159,7 +159,9 @@ ngx_http_corelog_api_t  ngx_http_corelog_channel_log_api = {
     &ngx_http_corelog_channel_log_stmt,
     ngx_http_corelog_channel_log_prepare,
     ngx_http_corelog_channel_log_reply,
-    ngx_http_corelog_reply_error_corelog
+    ngx_http_corelog_reply_error_corelog,
+    ngx_http_corelog_reply_code_corelog,
+    NGX_HTTP_CORELOG_CHANNEL_LOG_ID
 };
 
 

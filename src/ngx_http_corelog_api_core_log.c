@@ -168,7 +168,9 @@ ngx_http_corelog_api_t  ngx_http_corelog_core_log_api = {
     &ngx_http_corelog_core_log_stmt,
     ngx_http_corelog_core_log_prepare,
     ngx_http_corelog_core_log_reply,
-    ngx_http_corelog_reply_error_corelog
+    ngx_http_corelog_reply_error_corelog,
+    ngx_http_corelog_reply_code_corelog,
+    NGX_HTTP_CORELOG_CORE_LOG_ID
 };
 
 

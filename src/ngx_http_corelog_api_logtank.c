@@ -61,6 +61,7 @@ static ngx_int_t ngx_http_corelog_logtank_reply(ngx_http_request_t *r,
     ngx_http_corelog_ctx_t *ctx, PGresult *res, int row);
 static ngx_int_t ngx_http_corelog_logtank_error(ngx_http_request_t *r,
     ngx_http_corelog_ctx_t *ctx, ngx_http_corelog_error_t *err);
+static u_char *ngx_http_corelog_logtank_code(u_char *buf, ngx_uint_t status);
 static ngx_int_t ngx_http_corelog_logtank_request_id(ngx_http_request_t *r,
     ngx_str_t *id);
 
@@ -144,7 +145,9 @@ ngx_http_corelog_api_t  ngx_http_corelog_logtank_api = {
     &ngx_http_corelog_logtank_stmt,
     ngx_http_corelog_logtank_prepare,
     ngx_http_corelog_logtank_reply,
-    ngx_http_corelog_logtank_error
+    ngx_http_corelog_logtank_error,
+    ngx_http_corelog_logtank_code,
+    NGX_HTTP_CORELOG_LOGTANK_ID
 };
 
 
@@ -337,7 +340,7 @@ static ngx_int_t
 ngx_http_corelog_logtank_error(ngx_http_request_t *r,
     ngx_http_corelog_ctx_t *ctx, ngx_http_corelog_error_t *err)
 {
-    u_char                  code[16], *p;
+    u_char                  code[NGX_HTTP_CORELOG_ERROR_CODE_LEN], *p;
     size_t                  len;
     ngx_str_t               id, msg;
     ngx_uint_t              i;
@@ -351,7 +354,7 @@ ngx_http_corelog_logtank_error(ngx_http_request_t *r,
 
     ngx_http_corelog_out_lit(&out, "{\"error_code\":\"");
     ngx_http_corelog_out_raw(&out, (char *) code,
-                             ngx_sprintf(code, "CLG.0%03ui", err->status)
+                             ngx_http_corelog_logtank_code(code, err->status)
                              - code);
     ngx_http_corelog_out_lit(&out, "\",\"error_msg\":");
 
@@ -392,6 +395,15 @@ ngx_http_corelog_logtank_error(ngx_http_request_t *r,
     ngx_http_corelog_out_lit(&out, "}");
 
     return ngx_http_corelog_reply_send(r, err->status, &out);
+}
+
+
+/* "CLG.0" and the status: "CLG.0400" */
+
+static u_char *
+ngx_http_corelog_logtank_code(u_char *buf, ngx_uint_t status)
+{
+    return ngx_sprintf(buf, "CLG.0%03ui", status);
 }
 
 

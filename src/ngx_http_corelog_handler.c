@@ -182,6 +182,7 @@ ngx_http_corelog_body_handler(ngx_http_request_t *r)
 
     op->handler = ngx_http_corelog_op_handler;
     op->data = ctx;
+    ctx->op = op;
 
     err.nfields = 0;
 
@@ -301,6 +302,10 @@ ngx_http_corelog_op_handler(ngx_http_corelog_op_t *op, ngx_int_t rc,
 
     if (rc == NGX_OK) {
         rc = ctx->api->reply(r, ctx, res, row);
+
+        /* the row passed the statement's checks: it is there ($corelog_id) */
+
+        ctx->created = (ctx->error == 0);
 
     } else {
         err.nfields = 0;

@@ -281,7 +281,8 @@ ngx_http_corelog_queue_post(ngx_http_corelog_op_t *op)
 
     /* its waits in the queue, sent again or not, end then */
 
-    op->deadline = ngx_current_msec + cmcf->wait_timeout;
+    op->queued_at = ngx_current_msec;
+    op->deadline = op->queued_at + cmcf->wait_timeout;
 
     ngx_http_corelog_queue_enqueue(op, cmcf->wait_timeout, 0);
 
@@ -947,6 +948,14 @@ ngx_http_corelog_queue_params(ngx_http_corelog_pg_conn_t *pc,
 
     qc->nops = n;
 
+    /* for the access log: when each went, and with how many rows */
+
+    for (i = 0; i < n; i++) {
+        qc->ops[i]->sent_at = ngx_current_msec;
+        qc->ops[i]->rows = n;
+        qc->ops[i]->answered = 0;
+    }
+
     if (n == 0) {
         ngx_http_corelog_queue_release(qc);
         return NGX_DECLINED;
@@ -1092,6 +1101,8 @@ ngx_http_corelog_queue_detach(ngx_http_corelog_queue_conn_t *qc,
         op->state = NGX_HTTP_CORELOG_OP_DISPATCH;
         op->conn = NULL;
         op->row = -1;
+        op->done_at = ngx_current_msec;
+        op->answered = 1;
         ngx_queue_insert_tail(done, &op->queue);
 
         if (res && !op->stmt->batched) {

@@ -101,9 +101,8 @@ ngx_int_t
 ngx_http_corelog_reply_error(ngx_http_request_t *r,
     ngx_http_corelog_ctx_t *ctx, ngx_http_corelog_error_t *err)
 {
-    ngx_str_t                     value;
-    ngx_http_corelog_api_t       *api;
-    ngx_http_corelog_loc_conf_t  *llcf;
+    ngx_str_t                value;
+    ngx_http_corelog_api_t  *api;
 
     static ngx_str_t  post = ngx_string("POST");
     static ngx_str_t  one = ngx_string("1");
@@ -152,12 +151,11 @@ ngx_http_corelog_reply_error(ngx_http_request_t *r,
         break;
     }
 
-    api = ctx ? ctx->api : NULL;
-
-    if (api == NULL) {
-        llcf = ngx_http_get_module_loc_conf(r, ngx_http_corelog_module);
-        api = llcf->api ? llcf->api : llcf->error_api;
+    if (ctx) {
+        ctx->error = err->status;       /* $corelog_error */
     }
+
+    api = ngx_http_corelog_reply_api(r, ctx);
 
     if (api == NULL) {
         return ngx_http_corelog_reply_error_corelog(r, ctx, err);
@@ -167,22 +165,57 @@ ngx_http_corelog_reply_error(ngx_http_request_t *r,
 }
 
 
+/*
+ * The route whose error shape the request's errors take: the one
+ * answering it, else the location's (corelog_api, corelog_error); NULL:
+ * none, the core logs' shape.
+ */
+
+ngx_http_corelog_api_t *
+ngx_http_corelog_reply_api(ngx_http_request_t *r, ngx_http_corelog_ctx_t *ctx)
+{
+    ngx_http_corelog_loc_conf_t  *llcf;
+
+    if (ctx && ctx->api) {
+        return ctx->api;
+    }
+
+    llcf = ngx_http_get_module_loc_conf(r, ngx_http_corelog_module);
+
+    return llcf->api ? llcf->api : llcf->error_api;
+}
+
+
+/* the core logs' error code, the status's name: "NotFound" */
+
+u_char *
+ngx_http_corelog_reply_code_corelog(u_char *buf, ngx_uint_t status)
+{
+    const char  *name;
+
+    name = ngx_http_corelog_error_status_name(status);
+
+    return ngx_cpymem(buf, name, ngx_strlen(name));
+}
+
+
 /* {"name": "BadRequest", "message": "...", "fieldErrors": {"f": "..."}} */
 
 ngx_int_t
 ngx_http_corelog_reply_error_corelog(ngx_http_request_t *r,
     ngx_http_corelog_ctx_t *ctx, ngx_http_corelog_error_t *err)
 {
+    u_char                  name[NGX_HTTP_CORELOG_ERROR_CODE_LEN];
     ngx_uint_t              i;
-    const char             *name;
     ngx_http_corelog_out_t  out;
 
     ngx_http_corelog_out_init(&out, r->pool, 256);
 
-    name = ngx_http_corelog_error_status_name(err->status);
-
     ngx_http_corelog_out_lit(&out, "{\"name\":\"");
-    ngx_http_corelog_out_raw(&out, name, ngx_strlen(name));
+    ngx_http_corelog_out_raw(&out, (char *) name,
+                             ngx_http_corelog_reply_code_corelog(name,
+                                                                 err->status)
+                             - name);
     ngx_http_corelog_out_lit(&out, "\",\"message\":");
     ngx_http_corelog_out_str(&out, &err->message);
 
