@@ -2,9 +2,11 @@
 
 # The docs against the code: every directive of the module's ngx_command_t
 # table has a section in docs/directives.md with the contexts the table
-# gives it, and every section a directive; every ```nginx example in
-# README.md and docs/*.md passes `nginx -t` (with nothing listening on the
-# conninfo's port: it is parsed, not connected); the relative links of the
+# gives it, and every section a directive; every variable of its
+# ngx_http_variable_t table an entry in its "Embedded variables", and every
+# entry a variable; every ```nginx example in README.md and docs/*.md
+# passes `nginx -t` (with nothing listening on the conninfo's port: it is
+# parsed, not connected); the relative links of the
 # docs reach a file and, with #anchor, a heading of it; and the
 # least-privilege role of docs/operations.md serves all three routes and
 # can do nothing else.
@@ -45,7 +47,7 @@ my %CONTEXT = (
 my %source;
 for my $file (glob("$ROOT/*.c"), glob("$ROOT/src/*.c")) {
     my $text = do { local (@ARGV, $/) = $file; <> };
-    while ($text =~ /\{\s*ngx_string\("(corelog_\w+)"\),\s*([A-Z0-9_|\s]+),/g) {
+    while ($text =~ /\{\s*ngx_string\("(corelog_\w+)"\),\s*(NGX_[A-Z0-9_|\s]+),/g) {
         my ($name, $flags) = ($1, $2);
         $source{$name} = { map { $CONTEXT{$_} ? ($CONTEXT{$_} => 1) : () }
                            split /\s*\|\s*/, $flags };
@@ -89,6 +91,32 @@ for my $name (sort grep { exists $doc{$_} } keys %source) {
         is_deeply([sort keys %doc_ctx], [sort keys %{$source{$name}}],
                   'Context: as in the ngx_command_t table');
     };
+}
+
+###########################################################################
+# variables: every entry of the module's ngx_http_variable_t table has an
+# entry in "Embedded variables" of docs/directives.md, and every entry
+# there a variable
+
+my %variable;
+for my $file (glob("$ROOT/*.c"), glob("$ROOT/src/*.c")) {
+    my $text = do { local (@ARGV, $/) = $file; <> };
+    $variable{$1} = 1
+        while $text =~ /\{\s*ngx_string\("(corelog_\w+)"\),\s*NULL,/g;
+}
+
+cmp_ok(scalar keys %variable, '>=', 7, 'the variables table is found')
+    or diag 'no { ngx_string("corelog_..."), NULL, ... } entries';
+
+my ($vars_doc) = $directives =~ /^## Embedded variables\n(.*?)(?=^## |\z)/ms;
+my %var_doc = map { $_ => 1 } ($vars_doc // '') =~ /^`\$(corelog_\w+)`\n: /mg;
+
+for my $name (sort keys %variable) {
+    ok($var_doc{$name}, "\$$name is in docs/directives.md's variables");
+}
+
+for my $name (sort keys %var_doc) {
+    ok($variable{$name}, "documented \$$name is a variable of the source");
 }
 
 ###########################################################################

@@ -718,7 +718,8 @@ EOF
     return $self;
 }
 
-# The shipped conf/nginx.conf, made runnable inside the test directory.
+# The shipped conf/nginx.conf, made runnable inside the test directory (its
+# JSON access log is $t->access_log, buffered: stop nginx to read it all).
 # Options: port (default $t->port), conninfo (default pg_conninfo),
 # workers (default 1), error_log_level (default notice).
 sub write_shipped_conf {
@@ -744,6 +745,8 @@ sub write_shipped_conf {
                                             "error_log \"$d/error.log\" $level;" ],
         [ qr/^[ \t]*pid\s+nginx\.pid;/m,         "pid \"$d/nginx.pid\";" ],
         [ qr/^[ \t]*worker_processes\s+auto;/m, "worker_processes $workers;" ],
+        [ qr/(?<=^    access_log )access\.log(?= corelog )/m,
+                                            "\"$d/access.log\"" ],
     );
 
     for my $e (@edits) {
