@@ -147,6 +147,8 @@ unlike($conf, qr/\@[A-Z]+\@/, 'write_shipped_conf: no @...@ left');
 like($conf, qr/listen 127\.0\.0\.1:${\ $t->port};/, 'write_shipped_conf: port');
 like($conf, qr/^http \{\n    client_body_temp_path/m,
      'write_shipped_conf: temp paths');
+like($conf, qr/^    access_log "\Q${\ $t->dir}\E\/access\.log" corelog /m,
+     'write_shipped_conf: the access log is $t->access_log');
 
 $t->done;
 
