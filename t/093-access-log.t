@@ -74,9 +74,11 @@ sub logtank {
                 log_stream_id => $stream } }));
 }
 
-# what the line of a request must say: route (undef: "-"), error ("" for
-# none), account (1: the token's; 0: "-"), created (1: an id, that of the
-# stored row), timed (1: the statement's values; 0: "-"; undef: either)
+# what the line of a request must say: route (undef: none), error (""
+# for none), account (1: the token's; 0: none), created (1: an id, that of
+# the stored row), timed (1: the statement's values; 0: none; undef:
+# either).  A value not found is "" in a JSON line (escape=json), "-" in a
+# plain one.
 
 my @sent;
 
@@ -202,19 +204,19 @@ sub check_line {
     my ($name, $l, $exp) = @_;
 
     is($l->{status}, $exp->{status}, "$name: status");
-    is($l->{route}, $exp->{route} // '-', "$name: \$corelog_route");
+    is($l->{route}, $exp->{route} // '', "$name: \$corelog_route");
     is($l->{error}, $exp->{error}, "$name: \$corelog_error");
-    is($l->{account}, $exp->{account} ? $acc : '-',
+    is($l->{account}, $exp->{account} ? $acc : '',
        "$name: \$corelog_account");
 
     if ($exp->{created}) {
         like($l->{id}, qr/^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-/,
              "$name: \$corelog_id, a UUIDv7");
     } else {
-        is($l->{id}, '-', "$name: no \$corelog_id");
+        is($l->{id}, '', "$name: no \$corelog_id");
     }
 
-    my $timed = $exp->{timed} // ($l->{batch_rows} ne '-');
+    my $timed = $exp->{timed} // (($l->{batch_rows} // '') ne '');
 
     if ($timed) {
         like($l->{queue_time}, $TIME, "$name: \$corelog_queue_time");
@@ -226,7 +228,7 @@ sub check_line {
                    "$name: queue and db times within the request's");
         }
     } else {
-        is_deeply([@$l{qw(queue_time db_time batch_rows)}], [qw(- - -)],
+        is_deeply([@$l{qw(queue_time db_time batch_rows)}], ['', '', ''],
                   "$name: no statement");
     }
 }
@@ -313,6 +315,11 @@ $t->write_conf(<<"EOF" . Corelog::Test::routes_server());
 $format
     access_log %%DIR%%/held.log corelog;
 
+    log_format plain '\$status|\$corelog_route|\$corelog_account|\$corelog_id|'
+                     '\$corelog_error|\$corelog_queue_time|\$corelog_db_time|'
+                     '\$corelog_batch_rows';
+    access_log %%DIR%%/plain.log plain;
+
 EOF
 $t->run;
 
@@ -332,12 +339,26 @@ is($t->http_finish($held, timeout => 30)->{status}, 202, 'held: 202');
 is(scalar(grep { $t->http_finish($_, timeout => 30)->{status} == 202 }
           @queued), 30, 'held: the 30 queued behind it, 202');
 
+my $bad = $t->http(channel_log(body => '{'));
+is($bad->{status}, 400, 'held: a 400 after them');
+
 $t->stop;
+
+# the plain format: a value not found is "-", an empty one is empty
+
+my $T = qr/\d+\.\d{3}/;
+my @plain = split /\n/, Corelog::Test::_slurp($t->dir . '/plain.log') // '';
+is(scalar @plain, 33, 'plain: a line for each request');
+like($plain[0] // '',
+     qr/^202\|channel_log\|\Q$acc\E\|[0-9a-f-]{36}\|\|$T\|$T\|1$/,
+     'plain: a 202, every value; $corelog_error empty');
+is($plain[-1], "400|channel_log|$acc|-|BadRequest|-|-|-",
+   'plain: a 400, "-" for what does not apply');
 
 my %by_label;
 for my $l (map { decode_json($_) } grep { length } split /\n/,
            Corelog::Test::_slurp($t->dir . '/held.log') // '') {
-    next unless $l->{id} && $l->{id} ne '-';
+    next unless $l->{id};
     my ($label) = $dbh->selectrow_array(
         'SELECT label FROM corelog.channel_logs WHERE id = ?', undef,
         $l->{id});
