@@ -39,6 +39,8 @@ static char *ngx_http_corelog_error(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_corelog_resource_types(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
+static char *ngx_http_corelog_status(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 static ngx_int_t ngx_http_corelog_init_module(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_corelog_init_process(ngx_cycle_t *cycle);
 static void ngx_http_corelog_exit_process(ngx_cycle_t *cycle);
@@ -150,6 +152,20 @@ static ngx_command_t  ngx_http_corelog_commands[] = {
       0,
       NULL },
 
+    { ngx_string("corelog_status_zone"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_corelog_stats_zone,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("corelog_status"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_corelog_status,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("corelog_logtank_resource_types"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
       ngx_http_corelog_resource_types,
@@ -218,6 +234,10 @@ ngx_http_corelog_init(ngx_conf_t *cf)
     if (hlcf->resolver && hlcf->resolver->connections.nelts) {
         cmcf->hosts.resolver = hlcf->resolver;
         cmcf->hosts.resolver_timeout = hlcf->resolver_timeout;
+    }
+
+    if (ngx_http_corelog_stats_init(cf) != NGX_OK) {
+        return NGX_ERROR;
     }
 
     return ngx_http_corelog_auth_init(cf);
@@ -424,6 +444,16 @@ ngx_http_corelog_check_location(ngx_conf_t *cf,
     }
 
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_corelog_module);
+
+    if (conf->handler == ngx_http_corelog_status_handler
+        && cmcf->stats_zone == NULL)
+    {
+        ngx_http_corelog_conf_error(cf, hlcf, &conf->handler_pos,
+                                    "has \"corelog_status\", which needs "
+                                    "\"corelog_status_zone\" at the http "
+                                    "level");
+        return NGX_CONF_ERROR;
+    }
 
     if (conf->handler == ngx_http_corelog_token_handler
         && cmcf->conninfo.len == 0)
@@ -687,7 +717,8 @@ ngx_http_corelog_set_handler(ngx_conf_t *cf, ngx_http_corelog_loc_conf_t *clcf,
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "corelog: a location takes one of "
                            "\"corelog_api\", \"corelog_token_check\", "
-                           "\"corelog_error\" and no other content handler");
+                           "\"corelog_error\", \"corelog_status\" and no "
+                           "other content handler");
         return NGX_ERROR;
     }
 
@@ -834,6 +865,24 @@ ngx_http_corelog_error(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
+/* corelog_status: the status zone's counters, JSON or Prometheus's text */
+
+static char *
+ngx_http_corelog_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_corelog_loc_conf_t  *clcf = conf;
+
+    if (ngx_http_corelog_set_handler(cf, clcf,
+                                     ngx_http_corelog_status_handler)
+        != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
 /* corelog_logtank_resource_types LISTENER ...: the accepted set */
 
 static char *
@@ -925,6 +974,8 @@ ngx_http_corelog_init_process(ngx_cycle_t *cycle)
         return NGX_ERROR;
     }
 
+    ngx_http_corelog_stats_init_process(cmcf);
+
     if (ngx_http_corelog_token_init_process(cycle, cmcf) != NGX_OK) {
         return NGX_ERROR;
     }
@@ -947,6 +998,7 @@ ngx_http_corelog_exit_process(ngx_cycle_t *cycle)
     ngx_http_corelog_apis_log_rows(cycle);
     ngx_http_corelog_queue_exit_process(cycle, cmcf);
     ngx_http_corelog_token_exit_process(cycle);
+    ngx_http_corelog_stats_exit_process(cmcf->worker);
 
     cmcf->worker = NULL;
 }

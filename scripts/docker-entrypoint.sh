@@ -27,6 +27,8 @@
 #                          image's); as root, nginx.conf gets "user <it>
 #                          <its group>;" and the password file is its
 #   PORT                   HTTP port (default 8080)
+#   STATUS_PORT            the status endpoint's port (default 8081), on
+#                          127.0.0.1 only (the healthcheck reads it)
 #   CORELOG_LISTEN         listen address (default 0.0.0.0: the shipped file
 #                          listens on 127.0.0.1, useless inside a container)
 #   CORELOG_INIT_SCHEMA    1: apply the migrations before starting nginx (one
@@ -48,6 +50,7 @@ esac
 
 : "${CORELOG_CONNINFO:?set CORELOG_CONNINFO to the PostgreSQL conninfo}"
 PORT=${PORT:-8080}
+STATUS_PORT=${STATUS_PORT:-8081}
 listen=${CORELOG_LISTEN:-0.0.0.0}
 share=${CORELOG_SHARE:-/usr/share/corelog}
 module=${CORELOG_MODULE:-/usr/lib/nginx/modules/ngx_http_corelog_module.so}
@@ -116,6 +119,7 @@ user_line=
 
 sed -e "s|127\.0\.0\.1:@PORT@|$(sed_quote "$listen"):@PORT@|" \
     -e "s|@PORT@|$(sed_quote "$PORT")|g" \
+    -e "s|@STATUS_PORT@|$(sed_quote "$STATUS_PORT")|g" \
     -e "s|@MODULE@|$(sed_quote "$module")|g" \
     -e "s|@CONNINFO@|$(sed_quote "$conninfo")|g" \
     "$share/nginx.conf" >"$prefix/nginx.conf.tmp"

@@ -8,8 +8,9 @@
 # (201), a channel log (202) and a logtank (201).  Ctrl-C stops nginx and
 # PostgreSQL.
 #
-# Environment: PORT (nginx, default 8080), PGPORT (PostgreSQL, default
-# 54329), NGINX (default /usr/sbin/nginx).
+# Environment: PORT (nginx, default 8080), STATUS_PORT (the status
+# endpoint, default PORT + 1), PGPORT (PostgreSQL, default 54329), NGINX
+# (default /usr/sbin/nginx).
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -19,6 +20,7 @@ pglog=$run/postgres.log
 module=$top/objs/ngx_http_corelog_module.so
 nginx=${NGINX:-/usr/sbin/nginx}
 PORT=${PORT:-8080}
+STATUS_PORT=${STATUS_PORT:-$((PORT + 1))}
 PGPORT=${PGPORT:-54329}
 conninfo="host=127.0.0.1 port=$PGPORT dbname=corelog user=postgres"
 admin_conninfo="host=127.0.0.1 port=$PGPORT dbname=postgres user=postgres"
@@ -104,6 +106,8 @@ fi
 
 port_free "$PORT" ||
     die "port $PORT (nginx) is in use; stop what listens there or use PORT=<port>"
+port_free "$STATUS_PORT" ||
+    die "port $STATUS_PORT (status) is in use; stop what listens there or use STATUS_PORT=<port>"
 port_free "$PGPORT" ||
     die "port $PGPORT (PostgreSQL) is in use; stop what listens there or use PGPORT=<port>"
 
@@ -257,9 +261,11 @@ read -r ts_id pathname_id request_id response_id channel_id group_id \
 
 # .run/nginx.conf: the shipped configuration with the @...@ values, plus
 # temp paths inside .run/ (so that this also works when not root).
-MODULE=$module PORT=$PORT CONNINFO=$conninfo TMPDIR_NGX=$run/tmp perl -pe '
+MODULE=$module PORT=$PORT STATUS_PORT=$STATUS_PORT CONNINFO=$conninfo \
+TMPDIR_NGX=$run/tmp perl -pe '
     s/\@MODULE\@/$ENV{MODULE}/g;
     s/\@PORT\@/$ENV{PORT}/g;
+    s/\@STATUS_PORT\@/$ENV{STATUS_PORT}/g;
     s/\@CONNINFO\@/$ENV{CONNINFO}/g;
     $_ .= join "", map { "    ${_}_temp_path \"$ENV{TMPDIR_NGX}/$_\";\n" }
                    qw(client_body proxy fastcgi uwsgi scgi)
@@ -290,6 +296,7 @@ cat <<EOF
 corelog is running; Ctrl-C stops nginx and PostgreSQL.
 
   nginx       http://127.0.0.1:$PORT/  (config $run/nginx.conf)
+  status      curl -sS http://127.0.0.1:$STATUS_PORT/status  (?format=prometheus)
   PostgreSQL  $conninfo
               data $pgdata, log $pglog
               psql "$conninfo"

@@ -42,6 +42,8 @@ typedef struct ngx_http_corelog_pg_conn_s  ngx_http_corelog_pg_conn_t;
 typedef struct ngx_http_corelog_queue_conn_s  ngx_http_corelog_queue_conn_t;
 typedef struct ngx_http_corelog_worker_s   ngx_http_corelog_worker_t;
 typedef struct ngx_http_corelog_token_state_s  ngx_http_corelog_token_state_t;
+typedef struct ngx_http_corelog_stats_s    ngx_http_corelog_stats_t;
+typedef struct ngx_http_corelog_stats_slot_s  ngx_http_corelog_stats_slot_t;
 
 
 /*
@@ -143,6 +145,7 @@ typedef struct {
     ngx_msec_t                   token_cache_ttl;
     ngx_flag_t                   prepare;         /* named statements */
     ngx_int_t                    request_id_index;  /* $request_id */
+    ngx_shm_zone_t              *stats_zone;      /* corelog_status_zone */
     ngx_http_corelog_worker_t   *worker;          /* NULL but in a worker */
 } ngx_http_corelog_main_conf_t;
 
@@ -215,6 +218,20 @@ typedef struct {
 #define NGX_HTTP_CORELOG_SQL_BYTEA        "bytea[]"
 
 #define NGX_HTTP_CORELOG_UUID_SIZE        16
+
+
+/*
+ * Each statement's place in the status zone (ngx_http_corelog_stats.c):
+ * a route's is also the route's.
+ */
+
+#define NGX_HTTP_CORELOG_STAT_CORE_LOG     0
+#define NGX_HTTP_CORELOG_STAT_CHANNEL_LOG  1
+#define NGX_HTTP_CORELOG_STAT_LOGTANK      2
+#define NGX_HTTP_CORELOG_ROUTES            3
+#define NGX_HTTP_CORELOG_STAT_TOKEN        3
+#define NGX_HTTP_CORELOG_STAT_SCHEMA       4
+#define NGX_HTTP_CORELOG_STAT_STMTS        5
 
 
 /*
@@ -331,6 +348,7 @@ typedef struct {
     ngx_uint_t                   nfields;         /* of its result rows */
     ngx_uint_t                   kind;            /* _KIND_WRITE, ... */
     const ngx_http_corelog_result_t  *results;   /* nfields, or NULL */
+    ngx_uint_t                   stat;            /* _STAT_CORE_LOG, ... */
 } ngx_http_corelog_stmt_t;
 
 
@@ -488,6 +506,7 @@ struct ngx_http_corelog_pg_conn_s {
     ngx_http_corelog_resolve_t   resolve;
     ngx_log_t                    log;
     unsigned                     flushing:1;
+    unsigned                     connected:1;  /* once: the next a reconnect */
 };
 
 
@@ -502,6 +521,8 @@ struct ngx_http_corelog_worker_s {
     ngx_uint_t                   queued[NGX_HTTP_CORELOG_KINDS];
     ngx_uint_t                   lookups;         /* statements in flight */
     ngx_http_corelog_token_state_t  *token;       /* token.c's */
+    ngx_http_corelog_stats_t    *stats;           /* NULL: no status zone */
+    ngx_http_corelog_stats_slot_t  *slot;         /* this worker's, in it */
     ngx_pool_t                  *json_pool;       /* of the parse under way */
     uint64_t                     uuid_ms;         /* the last UUIDv7's time */
     u_char                       uuid[16];        /* and its bytes */
@@ -735,6 +756,48 @@ ngx_int_t ngx_http_corelog_reply_header(ngx_http_request_t *r,
 u_char *ngx_http_corelog_reply_code_corelog(u_char *buf, ngx_uint_t status);
 ngx_http_corelog_api_t *ngx_http_corelog_reply_api(ngx_http_request_t *r,
     ngx_http_corelog_ctx_t *ctx);
+
+/* the status zone's counters: ngx_http_corelog_stats_count(w, what) */
+#define NGX_HTTP_CORELOG_STATS_TOKEN_LOOKUPS     0
+#define NGX_HTTP_CORELOG_STATS_TOKEN_HITS        1
+#define NGX_HTTP_CORELOG_STATS_TOKEN_MISSES      2
+#define NGX_HTTP_CORELOG_STATS_TOKEN_EVICTIONS   3
+#define NGX_HTTP_CORELOG_STATS_CONNECTS          4
+#define NGX_HTTP_CORELOG_STATS_RECONNECTS        5
+#define NGX_HTTP_CORELOG_STATS_CONNECT_FAILURES  6
+#define NGX_HTTP_CORELOG_STATS_TIMEOUTS          7
+#define NGX_HTTP_CORELOG_STATS_COUNTERS          8
+
+/* and a queue's: ngx_http_corelog_stats_kind(w, what, kind) */
+#define NGX_HTTP_CORELOG_STATS_REJECTED          0
+#define NGX_HTTP_CORELOG_STATS_EXPIRED           1
+#define NGX_HTTP_CORELOG_STATS_KIND_COUNTERS     2
+
+/* ngx_http_corelog_stats.c */
+char *ngx_http_corelog_stats_zone(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_http_corelog_stats_init(ngx_conf_t *cf);
+void ngx_http_corelog_stats_init_process(ngx_http_corelog_main_conf_t *cmcf);
+void ngx_http_corelog_stats_exit_process(ngx_http_corelog_worker_t *w);
+void ngx_http_corelog_stats_queued(ngx_http_corelog_worker_t *w,
+    ngx_uint_t kind);
+void ngx_http_corelog_stats_count(ngx_http_corelog_worker_t *w,
+    ngx_uint_t what);
+void ngx_http_corelog_stats_kind(ngx_http_corelog_worker_t *w,
+    ngx_uint_t what, ngx_uint_t kind);
+void ngx_http_corelog_stats_statement(ngx_http_corelog_worker_t *w,
+    const ngx_http_corelog_stmt_t *stmt, ngx_uint_t rows);
+void ngx_http_corelog_stats_auth(ngx_http_corelog_worker_t *w,
+    ngx_uint_t status);
+void ngx_http_corelog_stats_conn(ngx_http_corelog_worker_t *w,
+    ngx_uint_t from, ngx_uint_t to);
+void ngx_http_corelog_stats_down(ngx_http_corelog_worker_t *w,
+    ngx_uint_t down);
+void ngx_http_corelog_stats_schema(ngx_http_corelog_stats_t *st,
+    ngx_int_t version);
+
+/* ngx_http_corelog_status.c */
+ngx_int_t ngx_http_corelog_status_handler(ngx_http_request_t *r);
 
 /* ngx_http_corelog_variables.c */
 ngx_int_t ngx_http_corelog_variables_add(ngx_conf_t *cf);

@@ -149,7 +149,8 @@ static const ngx_http_corelog_stmt_t ngx_http_corelog_channel_log_stmt = {
     NGX_HTTP_CORELOG_CHANNEL_LOG_NCOLS, 1,
     ngx_http_corelog_channel_log_columns,
     NGX_HTTP_CORELOG_CHANNEL_LOG_R_NFIELDS, NGX_HTTP_CORELOG_KIND_WRITE,
-    ngx_http_corelog_channel_log_results
+    ngx_http_corelog_channel_log_results,
+    NGX_HTTP_CORELOG_STAT_CHANNEL_LOG
 };
 
 

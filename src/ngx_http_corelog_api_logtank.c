@@ -119,7 +119,8 @@ static const ngx_http_corelog_stmt_t ngx_http_corelog_logtank_stmt = {
     NGX_HTTP_CORELOG_LOGTANK_NCOLS, 1,
     ngx_http_corelog_logtank_columns,
     NGX_HTTP_CORELOG_LOGTANK_R_NFIELDS, NGX_HTTP_CORELOG_KIND_WRITE,
-    ngx_http_corelog_logtank_results
+    ngx_http_corelog_logtank_results,
+    NGX_HTTP_CORELOG_STAT_LOGTANK
 };
 
 

@@ -250,6 +250,8 @@ ngx_http_corelog_auth_done(ngx_http_request_t *sr, void *data, ngx_int_t rc)
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, sr->connection->log, 0,
                    "corelog auth done: status %ui, rc %i", a->status, rc);
 
+    ngx_http_corelog_stats_auth(ngx_http_corelog_worker(), a->status);
+
     headers = &sr->headers_out.headers;
 
     if (ngx_http_corelog_header_find(headers, "X-Corelog-Account") == NULL

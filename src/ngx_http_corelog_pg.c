@@ -457,6 +457,8 @@ ngx_http_corelog_pg_enter(ngx_http_corelog_pg_conn_t *pc, ngx_uint_t state)
                    ngx_http_corelog_pg_states[pc->state],
                    ngx_http_corelog_pg_states[state]);
 
+    ngx_http_corelog_stats_conn(pc->conf->worker, pc->state, state);
+
     pc->state = state;
 }
 
@@ -646,6 +648,16 @@ ngx_http_corelog_pg_connected(ngx_http_corelog_pg_conn_t *pc)
     ngx_http_corelog_pg_enter(pc, NGX_HTTP_CORELOG_PG_IDLE);
     pc->log.action = "idle";
 
+    ngx_http_corelog_stats_count(pc->conf->worker,
+                                 NGX_HTTP_CORELOG_STATS_CONNECTS);
+
+    if (pc->connected) {
+        ngx_http_corelog_stats_count(pc->conf->worker,
+                                     NGX_HTTP_CORELOG_STATS_RECONNECTS);
+    }
+
+    pc->connected = 1;
+
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, &pc->log, 0,
                    "corelog pg #%ui: connected, server %d",
                    pc->index, PQserverVersion(pc->conn));
@@ -682,6 +694,9 @@ ngx_http_corelog_pg_read_handler(ngx_event_t *rev)
         rev->timedout = 0;
 
         if (pc->state == NGX_HTTP_CORELOG_PG_BUSY) {
+            ngx_http_corelog_stats_count(pc->conf->worker,
+                                         NGX_HTTP_CORELOG_STATS_TIMEOUTS);
+
             ngx_log_error(NGX_LOG_ERR, &pc->log, NGX_ETIMEDOUT,
                           "corelog: statement unanswered after %M ms, "
                           "closing the connection: its outcome is unknown",
@@ -986,6 +1001,7 @@ ngx_http_corelog_pg_recv(ngx_http_corelog_pg_conn_t *pc)
 static void
 ngx_http_corelog_pg_done(ngx_http_corelog_pg_conn_t *pc)
 {
+    char       *sqlstate;
     ngx_int_t   rc;
     PGresult   *res, *error;
 
@@ -1013,6 +1029,14 @@ ngx_http_corelog_pg_done(ngx_http_corelog_pg_conn_t *pc)
     if (error) {
         rc = ngx_http_corelog_pg_status(error);
         ngx_http_corelog_pg_result_error(pc, error, "statement");
+
+        sqlstate = PQresultErrorField(error, PG_DIAG_SQLSTATE);
+
+        if (sqlstate && ngx_strcmp(sqlstate, "57014") == 0) {
+            /* PostgreSQL's statement_timeout (or a cancel) ended it */
+            ngx_http_corelog_stats_count(pc->conf->worker,
+                                         NGX_HTTP_CORELOG_STATS_TIMEOUTS);
+        }
 
         if (ngx_http_corelog_pg_unusable(pc, error)) {
             ngx_http_corelog_pg_lost(pc, rc);
@@ -1266,6 +1290,14 @@ ngx_http_corelog_pg_hint(ngx_http_corelog_pg_conn_t *pc)
 static void
 ngx_http_corelog_pg_lost(ngx_http_corelog_pg_conn_t *pc, ngx_int_t rc)
 {
+    if (pc->state != NGX_HTTP_CORELOG_PG_IDLE
+        && pc->state != NGX_HTTP_CORELOG_PG_BUSY
+        && !ngx_exiting)
+    {
+        ngx_http_corelog_stats_count(pc->conf->worker,
+                                     NGX_HTTP_CORELOG_STATS_CONNECT_FAILURES);
+    }
+
     ngx_http_corelog_pg_close(pc);
     ngx_http_corelog_pg_retry(pc);
 

@@ -263,6 +263,8 @@ ngx_http_corelog_queue_post(ngx_http_corelog_op_t *op)
     }
 
     if (w->queued[kind] >= max) {
+        ngx_http_corelog_stats_kind(w, NGX_HTTP_CORELOG_STATS_REJECTED, kind);
+
         if (ngx_http_corelog_limit(kind == NGX_HTTP_CORELOG_KIND_LOOKUP
                                    ? NGX_HTTP_CORELOG_LIMIT_LOOKUPS_FULL
                                    : NGX_HTTP_CORELOG_LIMIT_QUEUE_FULL,
@@ -527,6 +529,7 @@ ngx_http_corelog_queue_take(ngx_http_corelog_queue_conn_t *qc)
 #endif
 
     ngx_http_corelog_queue_count_rows(w, stmt, qc->nops);
+    ngx_http_corelog_stats_statement(w, stmt, qc->nops);
 
     (void) ngx_http_corelog_pg_send(&qc->pg, stmt);
 
@@ -647,6 +650,7 @@ ngx_http_corelog_queue_unqueue(ngx_http_corelog_op_t *op)
     ngx_queue_remove(&op->queue);
     w->nqueued--;
     w->queued[op->stmt->kind]--;
+    ngx_http_corelog_stats_queued(w, op->stmt->kind);
 
     if (op->wait.timer_set) {
         ngx_del_timer(&op->wait);
@@ -681,6 +685,8 @@ ngx_http_corelog_queue_ready(ngx_http_corelog_pg_conn_t *pc)
     if (!qc->up) {
         qc->up = 1;
         w->nup++;
+
+        ngx_http_corelog_stats_down(w, 0);
 
         if (w->down_logged) {
             w->down_logged = 0;
@@ -876,6 +882,7 @@ ngx_http_corelog_queue_enqueue(ngx_http_corelog_op_t *op, ngx_msec_t timer,
 
     w->nqueued++;
     w->queued[op->stmt->kind]++;
+    ngx_http_corelog_stats_queued(w, op->stmt->kind);
     op->state = NGX_HTTP_CORELOG_OP_QUEUED;
 
     ngx_add_timer(&op->wait, timer);
@@ -908,6 +915,10 @@ ngx_http_corelog_queue_down(ngx_http_corelog_pg_conn_t *pc, ngx_int_t rc)
     ngx_http_corelog_queue_answer(&done, rc, NULL);
 
     if (ngx_http_corelog_queue_available(w) != NGX_OK) {
+        if (!ngx_exiting) {
+            ngx_http_corelog_stats_down(w, 1);
+        }
+
         if (!w->down_logged && !ngx_exiting) {
             w->down_logged = 1;
             ngx_log_error(NGX_LOG_ERR, &pc->log, 0,
@@ -1024,7 +1035,7 @@ ngx_http_corelog_queue_args(ngx_http_corelog_worker_t *w, ngx_uint_t nparams)
 static u_char *
 ngx_http_corelog_queue_reserve(ngx_http_corelog_worker_t *w, size_t size)
 {
-    if (size > w->size) {
+    if (size > w->size || w->buf == NULL) {
         if (w->buf) {
             ngx_free(w->buf);
         }
@@ -1213,6 +1224,9 @@ ngx_http_corelog_queue_wait_handler(ngx_event_t *ev)
 
     ngx_http_corelog_queue_unqueue(op);
     op->state = NGX_HTTP_CORELOG_OP_DONE;
+
+    ngx_http_corelog_stats_kind(op->worker, NGX_HTTP_CORELOG_STATS_EXPIRED,
+                                op->stmt->kind);
 
     if (ngx_http_corelog_limit(NGX_HTTP_CORELOG_LIMIT_QUEUE_WAIT, &note, buf)) {
         ngx_log_error(NGX_LOG_WARN, op->request->connection->log, 0,

@@ -160,7 +160,8 @@ static const ngx_http_corelog_stmt_t ngx_http_corelog_token_stmt = {
     "  LEFT JOIN corelog.tokens AS t ON t.token_hash = i.hash",
 
     1, 1, ngx_http_corelog_token_columns,
-    NGX_HTTP_CORELOG_TOKEN_NCOLS, NGX_HTTP_CORELOG_KIND_LOOKUP, NULL
+    NGX_HTTP_CORELOG_TOKEN_NCOLS, NGX_HTTP_CORELOG_KIND_LOOKUP, NULL,
+    NGX_HTTP_CORELOG_STAT_TOKEN
 };
 
 
@@ -294,6 +295,9 @@ ngx_http_corelog_token_handler(ngx_http_request_t *r)
         ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                        "corelog token: cache hit");
 
+        ngx_http_corelog_stats_count(cmcf->worker,
+                                     NGX_HTTP_CORELOG_STATS_TOKEN_HITS);
+
         id.account.data = tn->account;
         id.account.len = NGX_HTTP_CORELOG_UUID_LEN;
         id.domain.data = tn->domain;
@@ -311,8 +315,14 @@ ngx_http_corelog_token_handler(ngx_http_request_t *r)
         ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                        "corelog token: known invalid (%ui)", tn->state);
 
+        ngx_http_corelog_stats_count(cmcf->worker,
+                                     NGX_HTTP_CORELOG_STATS_TOKEN_HITS);
+
         return ngx_http_corelog_token_deny(r, tn->state);
     }
+
+    ngx_http_corelog_stats_count(cmcf->worker,
+                                 NGX_HTTP_CORELOG_STATS_TOKEN_MISSES);
 
     op = ngx_http_corelog_queue_op(r, &ngx_http_corelog_token_stmt);
     if (op == NULL) {
@@ -343,6 +353,9 @@ ngx_http_corelog_token_handler(ngx_http_request_t *r)
         return ngx_http_corelog_token_answer(r, NGX_HTTP_SERVICE_UNAVAILABLE,
                                              NULL, NGX_HTTP_CORELOG_DENY_NONE);
     }
+
+    ngx_http_corelog_stats_count(cmcf->worker,
+                                 NGX_HTTP_CORELOG_STATS_TOKEN_LOOKUPS);
 
     return NGX_DONE;
 }
@@ -729,6 +742,9 @@ ngx_http_corelog_token_store(ngx_http_corelog_token_cache_t *cache,
             q = ngx_queue_last(&cache->lru);
             tn = ngx_queue_data(q, ngx_http_corelog_token_node_t, queue);
             ngx_http_corelog_token_remove(cache, tn);
+
+            ngx_http_corelog_stats_count(ngx_http_corelog_worker(),
+                                     NGX_HTTP_CORELOG_STATS_TOKEN_EVICTIONS);
         }
 
         tn = ngx_alloc(sizeof(ngx_http_corelog_token_node_t), ngx_cycle->log);

@@ -114,6 +114,7 @@ sub new {
 
     $self->{port}    = $self->_free_port;
     $self->{port2}   = $self->_free_port;
+    $self->{status_port} = $self->_free_port;
     $self->{pg_port} = $opt{pg_port} // $self->_free_port;
     $self->{pg_host} = $opt{pg_listen} // '127.0.0.1';
 
@@ -130,6 +131,7 @@ sub new {
 sub dir     { $_[0]{dir} }
 sub port    { $_[0]{port} }
 sub port2   { $_[0]{port2} }
+sub status_port { $_[0]{status_port} }
 sub pg_port { $_[0]{pg_port} }
 sub pg_host { $_[0]{pg_host} }
 
@@ -720,8 +722,9 @@ EOF
 
 # The shipped conf/nginx.conf, made runnable inside the test directory (its
 # JSON access log is $t->access_log, buffered: stop nginx to read it all).
-# Options: port (default $t->port), conninfo (default pg_conninfo),
-# workers (default 1), error_log_level (default notice).
+# Options: port (default $t->port), status_port (default $t->status_port),
+# conninfo (default pg_conninfo), workers (default 1), error_log_level
+# (default notice).
 sub write_shipped_conf {
     my ($self, %opt) = @_;
     my $d = $self->{dir};
@@ -730,6 +733,7 @@ sub write_shipped_conf {
         // die "cannot read conf/nginx.conf\n";
 
     my $port = $opt{port} // $self->{port};
+    my $status_port = $opt{status_port} // $self->{status_port};
     my $conninfo = $opt{conninfo} // $self->pg_conninfo;
     my $workers = $opt{workers} // 1;
     my $level = $opt{error_log_level} // 'notice';
@@ -740,6 +744,7 @@ sub write_shipped_conf {
     my @edits = (
         [ qr/\@MODULE\@/,                    "\"$MODULE\"" ],
         [ qr/\@PORT\@/,                      $port ],
+        [ qr/\@STATUS_PORT\@/,               $status_port ],
         [ qr/\@CONNINFO\@/,                  $conninfo ],
         [ qr/^[ \t]*error_log\s+stderr\s+notice;/m,
                                             "error_log \"$d/error.log\" $level;" ],
