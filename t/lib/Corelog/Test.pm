@@ -1022,7 +1022,7 @@ sub _error_result {
 }
 
 # Connects and sends a request; returns the socket (dies if it cannot
-# connect).  Read the response with http_finish($sock), or close the socket
+# connect); local_addr => '127.0.0.5' connects from that address.  Read the response with http_finish($sock), or close the socket
 # early to simulate a client abort.
 sub http_start {
     my ($self, $method, $uri, %o) = @_;
@@ -1030,6 +1030,8 @@ sub http_start {
     my $port = $o{port} // $self->{port};
     my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
                                   Proto => 'tcp',
+                                  ($o{local_addr} ? (LocalAddr => $o{local_addr})
+                                                  : ()),
                                   Timeout => _t($o{timeout} // 10))
         or die "http: cannot connect to 127.0.0.1:$port: $@\n";
 
