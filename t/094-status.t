@@ -17,7 +17,7 @@ use warnings;
 use Test::More;
 use FindBin;
 use lib "$FindBin::Bin/lib";
-use File::Temp ();
+use IO::Socket::INET;
 use JSON::PP;
 use Time::HiRes qw(sleep time);
 use Corelog::Test;
@@ -364,6 +364,105 @@ my $other = $t->http(GET => '/status', port => $t->status_port,
 is($other->{status}, 403, 'from another address than localhost: 403');
 
 $t->stop;
+
+###########################################################################
+# the queues' and the pool's troubles, each counted once: a server that
+# accepts the connection and never answers (the lookup queue: 3 wait and
+# expire, 2 are refused, and the status itself waits once for the schema
+# version), then a statement held by a lock past the module's own timer
+
+sub own_status {
+    my ($v) = @_;
+    my $r = $v->http(GET => '/status', port => $v->port2);
+    die "status: $r->{status} $r->{body}\n" unless $r->{status} == 200;
+    return decode_json($r->{body});
+}
+
+my $status_server = <<'EOF';
+    server {
+        listen 127.0.0.1:%%PORT2%%;
+        location = /status { corelog_status; }
+    }
+EOF
+
+{
+    my $v = Corelog::Test->new;
+    my $silent = IO::Socket::INET->new(LocalAddr => '127.0.0.1',
+                                       LocalPort => 0, Listen => 16,
+                                       Proto => 'tcp')
+        or die "listen: $@";
+    my $sport = $silent->sockport;
+
+    $v->write_conf(<<"EOF" . Corelog::Test::routes_server() . $status_server,
+    corelog_postgres "host=127.0.0.1 port=$sport dbname=corelog connect_timeout=30";
+    corelog_connections 1;
+    corelog_token_queue_max 3;
+    corelog_query_timeout 2s;
+    corelog_connect_timeout 30s;
+    corelog_status_zone 256k;
+EOF
+                   no_postgres => 1);
+    $v->run;
+
+    my $t0 = time;
+    my $first = own_status($v);
+    cmp_ok(time - $t0, '>=', 0.9,
+           'a silent server: the status waits for the schema version once');
+    is($first->{schema_version}, undef, 'and answers without it');
+    is($first->{pool}{connections}{connecting}, 1, 'the connection connecting');
+
+    my $tok5 = 'Bearer clg_' . ('ab' x 32);    # a token's shape: looked up
+    my $res5 = $v->http_many([ map {
+        [POST => '/api/v1/log/create',
+         headers => { Authorization => $tok5,
+                      'Content-Type' => 'application/json' },
+         body => '{}'] } 1 .. 5 ]);
+    is_deeply(statuses($res5), { 503 => 5 }, '5 writes whose token waits: 503');
+
+    my $q = own_status($v)->{queues}{lookup};
+    is($q->{rejected}, 2, '2 lookups refused: the queue was full');
+    is($q->{expired}, 4, '3 lookups and the schema version expired');
+    is($q->{peak}, 3, 'the lookup queue held 3 at most');
+    is($q->{depth}, 0, 'and is empty now');
+    is(own_status($v)->{statements}{token_lookup}{sent}, 0,
+       'no lookup went out');
+
+    $v->stop;
+    close $silent;
+}
+
+{
+    my $v = Corelog::Test->new;
+    $v->write_conf(<<"EOF" . Corelog::Test::routes_server() . $status_server);
+    corelog_connections 1;
+    corelog_query_timeout 2s;
+    corelog_prepared_statements off;
+    corelog_status_zone 256k;
+EOF
+    $v->run;
+
+    my $acc2 = $v->make_account('acme');
+    my $tok2 = $v->make_token($acc2);
+    my $ch2 = $v->make_channel($acc2);
+    my @w = (POST => '/api/v1/log/create',
+             headers => { Authorization => "Bearer $tok2",
+                          'Content-Type' => 'application/json' },
+             body => encode_json({ channel_id => $ch2, label => 'x' }));
+
+    is($v->http(@w)->{status}, 202, 'a write: 202');
+
+    my $lock = $v->lock_table('corelog.channel_logs');
+    is($v->http(@w)->{status}, 504,
+       'a write held past the statement timer: 504');
+    $lock->rollback;
+    $lock->disconnect;
+
+    my $s2 = own_status($v);
+    is($s2->{pool}{statement_timeouts}, 1, 'one statement timed out');
+    is($s2->{routes}{channel_log}{requests}{504}, 1, 'one 504');
+
+    $v->stop;
+}
 
 ###########################################################################
 # nginx -t
