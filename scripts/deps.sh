@@ -36,6 +36,9 @@ packages=(
     curl
     # make bench: the HTTP load generator
     wrk
+    # t/094: promtool check metrics and a real Prometheus server scraping
+    # the status endpoint (t/lib/Corelog/Prometheus.pm starts its own)
+    prometheus
 )
 
 if [ -n "$only" ]; then
@@ -102,10 +105,23 @@ run_apt install -y -q --no-install-recommends "${missing[@]}"
 
 # On machines with an init system the Debian nginx package starts the system
 # nginx on port 80; it is not needed (tests and `make run` start their own).
+# The prometheus package starts a Prometheus server on port 9090 that
+# scrapes itself (and node-exporter, a recommended package we do not
+# install) into /var/lib/prometheus, at every boot: stopped and disabled
+# too.  It could not disturb the tests (they never use a fixed port:
+# Corelog::Prometheus starts its own server on a free port of the harness,
+# below the ephemeral range, with its own configuration and data), but it
+# would keep a daemon writing to disk for nothing.  update-rc.d disable
+# removes both the init script's and systemd's start links.
 for p in "${missing[@]}"; do
-    if [ "$p" = nginx ]; then
-        "${as_root[@]}" service nginx stop >/dev/null 2>&1 || true
-    fi
+    case $p in
+    nginx)
+        "${as_root[@]}" service nginx stop >/dev/null 2>&1 || true ;;
+    prometheus)
+        "${as_root[@]}" service prometheus stop >/dev/null 2>&1 || true
+        "${as_root[@]}" update-rc.d prometheus disable >/dev/null 2>&1 \
+            || true ;;
+    esac
 done
 
 exit 0

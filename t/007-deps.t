@@ -6,6 +6,8 @@
 # lock is apt's, on the host's package database, which a test must not
 # hold.  The stand-in apt-get answers the first two `update`s exactly as
 # apt does when another apt-get holds the lock (exit 100), then succeeds.
+# Last, a freshly installed prometheus package: its daemon is stopped and
+# disabled.
 
 use strict;
 use warnings;
@@ -80,5 +82,18 @@ $rc = $? >> 8;
 is($rc, 100, 'another apt error: its exit status');
 cmp_ok(time - $start, '<', 2, 'at once');
 unlike($out, qr/waiting/, 'no wait');
+
+# A fresh prometheus package: the daemon its postinst may start (port 9090)
+# is stopped, and disabled at boot.  service and update-rc.d are stand-ins
+# too, which record what they are asked.
+script('apt-get', "exit 0\n");
+script($_, 'echo "${0##*/} $*" >>"' . "$dir/services\"\n")
+    for qw(service update-rc.d);
+$out = `"$root/scripts/deps.sh" --only prometheus 2>&1`;
+is($? >> 8, 0, 'prometheus installed: exit 0') or diag($out);
+my $services = open($fh, '<', "$dir/services") ? do { local $/; <$fh> }
+                                                : '';
+is($services, "service prometheus stop\nupdate-rc.d prometheus disable\n",
+   'the packaged Prometheus server is stopped and disabled');
 
 done_testing;
