@@ -165,6 +165,8 @@ clean:
 	    kill -QUIT "$$(cat "$$f")" 2>/dev/null && stopped=1; done; \
 	for f in t/tmp/*/pg/postmaster.pid; do [ -f "$$f" ] && \
 	    kill -INT "$$(head -1 "$$f")" 2>/dev/null && stopped=1; done; \
+	for f in t/tmp/*/prometheus/prometheus.pid; do [ -f "$$f" ] && \
+	    kill -TERM "$$(cat "$$f")" 2>/dev/null && stopped=1; done; \
 	if [ -n "$$stopped" ]; then sleep 2; fi
 	rm -rf objs t/tmp
 
