@@ -8,8 +8,9 @@
 # sent, and what PostgreSQL did (statements, rows, connections, the
 # outage).  A reload keeps the zone: nothing goes backwards, the next
 # answer adds one.  Then the formats (JSON, Prometheus's text, which
-# promtool accepts), the methods, who may read it, and what nginx -t
-# refuses.
+# promtool accepts and a real Prometheus scrapes), the methods, who may
+# read it, what the queues and the pool count when PostgreSQL is silent or
+# slow, and what nginx -t refuses.
 
 use strict;
 use warnings;
@@ -21,6 +22,7 @@ use IO::Socket::INET;
 use JSON::PP;
 use Time::HiRes qw(sleep time);
 use Corelog::Test;
+use Corelog::Prometheus;
 
 my $t = Corelog::Test->new;
 $t->write_shipped_conf(workers => 2);
@@ -281,6 +283,32 @@ SKIP: {
                                'sh', $f]);
     is($rc, 0, 'promtool check metrics: exit 0') or diag $out;
     is($out, '', 'promtool check metrics: no lint') or diag $out;
+}
+
+# a real Prometheus scrapes the status, as the docs tell one to
+SKIP: {
+    skip 'no Prometheus (Debian package prometheus)', 5
+        unless Corelog::Prometheus::available();
+
+    my $inst = '127.0.0.1:' . $t->status_port;
+    my $pr = Corelog::Prometheus->start(dir => $t->dir, targets => [$inst],
+                                        metrics_path => '/status',
+                                        params => { format => ['prometheus'] },
+                                        interval => '1s');
+    my $tg = $pr->wait_scrape(20, $inst);
+    is($tg->{health}, 'up', 'Prometheus: the status target is up')
+        or diag explain $tg;
+
+    is($pr->wait_value('corelog_requests_total{route="core_log",status="201"}',
+                       100, 10),
+       100, 'Prometheus: 100 core logs answered 201 arrived');
+    is($pr->value('corelog_rows_committed_total{route="channel_log"}'), 30,
+       'Prometheus: 30 channel logs committed');
+    is($pr->value('sum(corelog_requests_total{route="channel_log"})'), 57,
+       'Prometheus: 57 channel log answers in all');
+    is($pr->value('corelog_build_info{schema_version="3"}'), 1,
+       'Prometheus: the build info with the schema version');
+    $pr->stop;
 }
 
 ###########################################################################
