@@ -427,7 +427,8 @@ ngx_http_corelog_check_location(ngx_conf_t *cf,
                                     "(proxy_pass, fastcgi_pass, ...): "
                                     "a location takes one of "
                                     "\"corelog_api\", \"corelog_token_check\""
-                                    ", \"corelog_error\" and no other");
+                                    ", \"corelog_error\", \"corelog_status\""
+                                    " and no other");
         return NGX_CONF_ERROR;
     }
 

@@ -28,7 +28,7 @@
 #                          <its group>;" and the password file is its
 #   PORT                   HTTP port (default 8080)
 #   STATUS_PORT            the status endpoint's port (default 8081), on
-#                          127.0.0.1 only (the healthcheck reads it)
+#                          127.0.0.1 only: read it inside the container
 #   CORELOG_LISTEN         listen address (default 0.0.0.0: the shipped file
 #                          listens on 127.0.0.1, useless inside a container)
 #   CORELOG_INIT_SCHEMA    1: apply the migrations before starting nginx (one

@@ -215,6 +215,7 @@ ngx_http_corelog_stats_init(ngx_conf_t *cf)
 void
 ngx_http_corelog_stats_init_process(ngx_http_corelog_main_conf_t *cmcf)
 {
+    ngx_msec_t                      now, since;
     ngx_http_corelog_worker_t      *w;
     ngx_http_corelog_stats_slot_t  *slot;
 
@@ -230,6 +231,16 @@ ngx_http_corelog_stats_init_process(ngx_http_corelog_main_conf_t *cmcf)
     w->stats = cmcf->stats_zone->data;
 
     slot = &w->stats->slots[ngx_process_slot];
+
+    /* the slot of a worker killed during an outage: its time is added */
+
+    since = slot->down_since;
+
+    if (since && ngx_atomic_cmp_set(&slot->down_since, since, 0)) {
+        now = ngx_http_corelog_stats_now();
+        (void) ngx_atomic_fetch_add(&w->stats->outage_ms,
+                                    now > since ? now - since : 0);
+    }
 
     ngx_memzero((void *) slot, sizeof(ngx_http_corelog_stats_slot_t));
     slot->conns[NGX_HTTP_CORELOG_PG_DOWN] = cmcf->connections;

@@ -294,7 +294,26 @@ ngx_http_corelog_status_sum(ngx_http_corelog_status_t *s)
         slot = &s->st->slots[i];
         pid = (ngx_pid_t) slot->pid;
 
-        if (pid == 0 || (kill(pid, 0) == -1 && ngx_errno == NGX_ESRCH)) {
+        if (pid == 0) {
+            continue;
+        }
+
+        if (kill(pid, 0) == -1 && ngx_errno == NGX_ESRCH) {
+
+            /*
+             * Killed during an outage: its time so far is added, once
+             * (whoever clears down_since adds it), so that the counter
+             * never goes back; its replacement starts afresh.
+             */
+
+            since = slot->down_since;
+
+            if (since && ngx_atomic_cmp_set(&slot->down_since, since, 0)) {
+                (void) ngx_atomic_fetch_add(&s->st->outage_ms,
+                                            now > since ? now - since : 0);
+                s->outage_ms += now > since ? now - since : 0;
+            }
+
             continue;
         }
 

@@ -240,6 +240,9 @@ is($p->{connects}, 16, '8 connects at start, 8 after the outage');
 cmp_ok($p->{connect_failures}, '>=', 2, 'failed attempts during the outage');
 is($p->{outages}, 2, 'one outage per worker');
 cmp_ok($p->{outage_seconds}, '>', 0, 'the outage lasted');
+sleep 0.3;
+is(status()->{pool}{outage_seconds}, $p->{outage_seconds},
+   'and is over: its seconds no longer grow');
 is($p->{statement_timeouts}, 0, 'no statement timed out');
 
 # the same numbers in Prometheus's text
@@ -489,6 +492,38 @@ EOF
     is($s2->{pool}{statement_timeouts}, 1, 'one statement timed out');
     is($s2->{routes}{channel_log}{requests}{504}, 1, 'one 504');
 
+    $v->stop;
+}
+
+# a worker killed during an outage: the outage's seconds never go back
+{
+    my $v = Corelog::Test->new->allow_killed;
+    $v->write_conf(<<"EOF" . Corelog::Test::routes_server() . $status_server);
+    corelog_connections 1;
+    corelog_status_zone 256k;
+EOF
+    $v->run;
+    $v->pg_stop;
+    $v->wait_log(0, qr/PostgreSQL is unavailable/, 10);
+    sleep 0.3;
+
+    my $a1 = own_status($v)->{pool};
+    cmp_ok($a1->{outage_seconds}, '>=', 0.2, 'an outage under way counts');
+    my ($old) = $v->worker_pids;
+    kill 'KILL', $old;
+
+    my $wait2 = time + 10 * $v->timeout_factor;
+    sleep 0.1 until time > $wait2
+                    || grep { $_ != $old } $v->worker_pids;
+
+    my $a2 = own_status($v)->{pool};
+    cmp_ok($a2->{outage_seconds}, '>=', $a1->{outage_seconds},
+           'the worker killed: its outage seconds stay counted');
+    sleep 0.3;
+    my $a3 = own_status($v)->{pool};
+    cmp_ok($a3->{outage_seconds}, '>=', $a2->{outage_seconds},
+           'and the new worker\'s outage adds to them');
+    is(own_status($v)->{workers}, 1, 'one worker: the killed one is not summed');
     $v->stop;
 }
 

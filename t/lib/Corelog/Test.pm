@@ -934,6 +934,9 @@ sub access_log { _slurp("$_[0]{dir}/access.log") // "" }
 
 sub allow_emerg { $_[0]{allow}{emerg} = 1; $_[0] }
 sub allow_crit  { $_[0]{allow}{crit}  = 1; $_[0] }
+# a test that kills a worker itself (SIGKILL): "exited on signal 9" is
+# expected, and nginx's [alert] of it
+sub allow_killed { $_[0]{allow}{killed} = 1; $_[0] }
 
 sub _read_pid {
     my $self = shift;
@@ -1248,6 +1251,9 @@ sub _log_problems {
                       || ($self->{tested_conf} && !$self->{ran});
 
     for my $line (split /\n/, $self->error_log) {
+        next if $self->{allow}{killed}
+                && $line =~ /\[alert\].* exited on signal 9$/;
+
         push @p, $line
             if $line =~ /\[alert\]/
             || ($line =~ /\[emerg\]/ && !$allow_emerg)
