@@ -107,6 +107,7 @@ is($st->{workers}, 2, 'two workers');
 is_deeply(nonzero($st->{routes}{$_}{requests}), {}, "$_: no request yet")
     for qw(core_log channel_log logtank);
 is($st->{pool}{connects}, 8, 'each worker connected its 4 connections');
+is($st->{pool}{reconnects}, 0, 'a first connection is no reconnect');
 
 ###########################################################################
 # the mix, all at once
@@ -257,6 +258,10 @@ for (split /\n/, $prom->{body}) {
     my ($k, $v) = /^(\S+) (\S+)$/ or next;
     $m{$k} = $v;
 }
+# what a scrape says after the mix (the non-zero series, no buckets)
+diag join "\n", 'the scrape after the mix:',
+    grep { !/^#|_bucket\{| 0$/ } split /\n/, $prom->{body};
+
 is($m{'corelog_requests_total{route="core_log",status="201"}'}, 100,
    'prometheus: core_log 201s');
 is($m{'corelog_requests_total{route="channel_log",status="503"}'}, 7,
