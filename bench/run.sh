@@ -18,6 +18,7 @@ conns=${BENCH_CONNECTIONS:-64}
 threads=${BENCH_THREADS:-2}
 pgclients=${BENCH_PG_CLIENTS:-32}
 port=${BENCH_PORT:-18480}
+status_port=${BENCH_STATUS_PORT:-$((port + 1))}
 pgport=${BENCH_PGPORT:-18432}
 pairs=${BENCH_PAIRS:-1500000}
 pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
@@ -100,12 +101,14 @@ CHECKPOINT;
 EOS
 [ -n "${BENCH_SQL:-}" ] && psql -d "$conninfo" -c "$BENCH_SQL"
 
-# nginx: the shipped configuration, plus the HTTP ceiling location
+# nginx: the shipped configuration, plus the HTTP ceiling location (in the
+# first server, the API's; the second serves the status on $status_port)
 PGCONNS=${BENCH_PG_CONNECTIONS:-} BATCH=${BENCH_BATCH_MAX:-} \
-MODULE=$module PORT=$port CONNINFO="$conninfo ${BENCH_CONNINFO_EXTRA:-}" \
-OUT=$out perl -pe '
+MODULE=$module PORT=$port STATUS_PORT=$status_port \
+CONNINFO="$conninfo ${BENCH_CONNINFO_EXTRA:-}" OUT=$out perl -pe '
     s/\@MODULE\@/$ENV{MODULE}/g;
     s/\@PORT\@/$ENV{PORT}/g;
+    s/\@STATUS_PORT\@/$ENV{STATUS_PORT}/g;
     s/\@CONNINFO\@/$ENV{CONNINFO}/g;
     s/^error_log .*/error_log $ENV{OUT}\/error.log notice;/;
     s/^pid .*/pid $ENV{OUT}\/nginx.pid;/;
@@ -117,8 +120,14 @@ OUT=$out perl -pe '
                    qw(client_body proxy fastcgi uwsgi scgi)
         if /^http\s*\{/;
     $_ = "        location = /ceiling {\n            return 201 \x27{}\x27;\n"
-         . "        }\n\n" . $_ if /^\s*location \/ \{/;
+         . "        }\n\n" . $_ if /^\s*location \/ \{/ && !$ceiling++;
 ' "$top/conf/nginx.conf" >"$out/nginx.conf"
+if grep -q '@[A-Z_]*@' "$out/nginx.conf"; then
+    die "conf/nginx.conf has a @...@ value run.sh does not replace: $(grep -o '@[A-Z_]*@' "$out/nginx.conf" | sort -u | tr '\n' ' ')"
+fi
+/usr/sbin/nginx -t -q -p "$out/" -c "$out/nginx.conf" -e "$out/error.log" ||
+    die "nginx -t fails on $out/nginx.conf"
+rm -f "$out/nginx.pid"
 
 /usr/sbin/nginx -p "$out/" -c "$out/nginx.conf" -e "$out/error.log"
 sleep 1
