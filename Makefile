@@ -44,8 +44,8 @@ PROVE_JOBS  ?= 2
 PROVE_FLAGS ?=
 
 .DEFAULT_GOAL := build
-.PHONY: build deps test valgrind asan run bench soak clean distclean lint fuzz \
-        mutate debug-build test-matrix test-nginx lint-dockerfile
+.PHONY: build deps test valgrind asan run bench bench-status soak clean distclean \
+        lint fuzz mutate debug-build test-matrix test-nginx lint-dockerfile
 # prerequisites in order, also under make -j: deps before build
 .NOTPARALLEL:
 
@@ -113,6 +113,12 @@ run: deps build
 # The throughput benchmark (bench/README.md): a few minutes, not a test.
 bench: deps build
 	bench/run.sh
+
+# Only the last section of make bench: the channel route with the status
+# zone on and off, alternating (BENCH_STATUS_PAIRS pairs, default 10;
+# more on a busy machine: bench/README.md).
+bench-status: deps build
+	BENCH_STATUS_ONLY=1 bench/run.sh
 
 # Five minutes at full load on one route: worker RSS must stay flat.
 soak: deps build

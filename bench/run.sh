@@ -4,7 +4,12 @@
 # (worker_processes auto), with wrk at 64 connections; the HTTP ceiling
 # (nginx answering `return 201` to the same POST) and the single-row
 # database ceiling (pgbench, one INSERT per transaction, 32 clients) in the
-# same run; one table of figures at the end.
+# same run; one table of figures at the end.  Then the channel route with
+# the status zone on (the shipped configuration) and off (without
+# corelog_status_zone and the server of corelog_status): two nginx side by
+# side, the load alternating on, off, on, off... (BENCH_STATUS_PAIRS
+# pairs), and the difference per pair; BENCH_STATUS_ONLY=1 (make
+# bench-status) runs only that, BENCH_NO_STATUS=1 skips it.
 #
 #   BENCH_DURATION=10s BENCH_WARMUP=3s BENCH_CONNECTIONS=64 make bench
 
@@ -19,8 +24,18 @@ threads=${BENCH_THREADS:-2}
 pgclients=${BENCH_PG_CLIENTS:-32}
 port=${BENCH_PORT:-18480}
 status_port=${BENCH_STATUS_PORT:-$((port + 1))}
+# the API port of the nginx without the status zone (make bench's last
+# section runs it next to the one with the zone)
+off_port=${BENCH_OFF_PORT:-$((port + 2))}
 pgport=${BENCH_PGPORT:-18432}
-pairs=${BENCH_PAIRS:-1500000}
+status_only=${BENCH_STATUS_ONLY:-}
+# request/response pairs for the core-log route (not run by
+# BENCH_STATUS_ONLY=1)
+pairs=${BENCH_PAIRS:-$([ -n "$status_only" ] && echo 1000 || echo 1500000)}
+# the status zone's A/B: on/off pairs, and each run's length
+status_pairs=${BENCH_STATUS_PAIRS:-10}
+status_duration=${BENCH_STATUS_DURATION:-4s}
+status_warmup=${BENCH_STATUS_WARMUP:-1s}
 pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
 module=$top/objs/ngx_http_corelog_module.so
 
@@ -35,7 +50,10 @@ if [ "$(id -u)" = 0 ]; then
 fi
 
 stop() {
-    [ -f "$out/nginx.pid" ] && kill -QUIT "$(cat "$out/nginx.pid")" 2>/dev/null || true
+    local p
+    for p in "$out"/nginx*.pid; do
+        [ -f "$p" ] && kill -QUIT "$(cat "$p")" 2>/dev/null || true
+    done
     "${as_pg[@]}" "$pgbin/pg_ctl" -D "$out/pg" -m fast -w stop >/dev/null 2>&1 || true
 }
 # BENCH_KEEP=1 leaves both running after the run (to profile by hand)
@@ -102,37 +120,89 @@ EOS
 [ -n "${BENCH_SQL:-}" ] && psql -d "$conninfo" -c "$BENCH_SQL"
 
 # nginx: the shipped configuration, plus the HTTP ceiling location (in the
-# first server, the API's; the second serves the status on $status_port)
-PGCONNS=${BENCH_PG_CONNECTIONS:-} BATCH=${BENCH_BATCH_MAX:-} \
-MODULE=$module PORT=$port STATUS_PORT=$status_port \
-CONNINFO="$conninfo ${BENCH_CONNINFO_EXTRA:-}" OUT=$out perl -pe '
-    s/\@MODULE\@/$ENV{MODULE}/g;
-    s/\@PORT\@/$ENV{PORT}/g;
-    s/\@STATUS_PORT\@/$ENV{STATUS_PORT}/g;
-    s/\@CONNINFO\@/$ENV{CONNINFO}/g;
-    s/^error_log .*/error_log $ENV{OUT}\/error.log notice;/;
-    s/^pid .*/pid $ENV{OUT}\/nginx.pid;/;
-    s/corelog_connections \d+;/corelog_connections $ENV{PGCONNS};/
-        if $ENV{PGCONNS};
-    s/corelog_batch_max \d+;/corelog_batch_max $ENV{BATCH};/ if $ENV{BATCH};
-    $_ = "" if /^\s*limit_(?:req|conn)\s/;
-    $_ .= join "", map { "    ${_}_temp_path \"$ENV{OUT}/tmp/$_\";\n" }
-                   qw(client_body proxy fastcgi uwsgi scgi)
-        if /^http\s*\{/;
-    $_ = "        location = /ceiling {\n            return 201 \x27{}\x27;\n"
-         . "        }\n\n" . $_ if /^\s*location \/ \{/ && !$ceiling++;
-' "$top/conf/nginx.conf" >"$out/nginx.conf"
+# first server, the API's).
+# write_conf ZONE NAME PORT ERRLOG: $out/NAME.conf, whose pid file is
+# $out/NAME.pid and whose API listens on PORT.  ZONE=on is the shipped
+# configuration as it is (with its status zone and the server of
+# corelog_status on $status_port); ZONE=off is the same without the
+# corelog_status_zone line and without the server whose location has
+# corelog_status (which needs the zone: nginx -t would fail)
+write_conf() {
+    ZONE=$1 PIDFILE=$out/$2.pid PORT=$3 ERRLOG=$4 \
+    PGCONNS=${BENCH_PG_CONNECTIONS:-} BATCH=${BENCH_BATCH_MAX:-} \
+    MODULE=$module STATUS_PORT=$status_port \
+    CONNINFO="$conninfo ${BENCH_CONNINFO_EXTRA:-}" \
+    OUT=$out perl -pe '
+        s/\@MODULE\@/$ENV{MODULE}/g;
+        s/\@PORT\@/$ENV{PORT}/g;
+        s/\@STATUS_PORT\@/$ENV{STATUS_PORT}/g;
+        s/\@CONNINFO\@/$ENV{CONNINFO}/g;
+        s/^error_log .*/error_log $ENV{ERRLOG} notice;/;
+        s/^pid .*/pid $ENV{PIDFILE};/;
+        s/corelog_connections \d+;/corelog_connections $ENV{PGCONNS};/
+            if $ENV{PGCONNS};
+        s/corelog_batch_max \d+;/corelog_batch_max $ENV{BATCH};/ if $ENV{BATCH};
+        $_ = "" if /^\s*limit_(?:req|conn)\s/;
+        $_ .= join "", map { "    ${_}_temp_path \"$ENV{OUT}/tmp/$_\";\n" }
+                       qw(client_body proxy fastcgi uwsgi scgi)
+            if /^http\s*\{/;
+        $_ = "        location = /ceiling {\n            return 201 \x27{}\x27;\n"
+             . "        }\n\n" . $_ if /^\s*location \/ \{/ && !$ceiling++;
+        if ($ENV{ZONE} eq "off") {
+            $_ = "" if /^\s*corelog_status_zone\s/;
+            # each server{} block whole, dropped if it serves corelog_status
+            (my $code = $_) =~ s/#[^\n]*//g;
+            if (!$in && $code =~ /^\s*server\s*\{/) { $in = 1; $depth = 0;
+                                                      $buf = "" }
+            if ($in) {
+                $buf .= $_;
+                $depth += ($code =~ tr/{//) - ($code =~ tr/}//);
+                $_ = "";
+                if ($depth <= 0) {
+                    $in = 0;
+                    $_ = $buf unless $buf =~ /^\s*corelog_status\s*;/m;
+                }
+            }
+        }
+    ' "$top/conf/nginx.conf" >"$out/$2.conf"
+}
+write_conf on nginx "$port" "$out/error.log"
+write_conf on nginx-on "$port" "$out/error-status.log"
+write_conf off nginx-off "$off_port" "$out/error-status.log"
 if grep -q '@[A-Z_]*@' "$out/nginx.conf"; then
     die "conf/nginx.conf has a @...@ value run.sh does not replace: $(grep -o '@[A-Z_]*@' "$out/nginx.conf" | sort -u | tr '\n' ' ')"
 fi
-/usr/sbin/nginx -t -q -p "$out/" -c "$out/nginx.conf" -e "$out/error.log" ||
-    die "nginx -t fails on $out/nginx.conf"
-rm -f "$out/nginx.pid"
+grep -Eq '^\s*corelog_status_zone\s' "$out/nginx-on.conf" ||
+    die "conf/nginx.conf has no corelog_status_zone: nothing to turn off"
+if grep -Eq '^\s*corelog_status(_zone)?\s*[ ;]' "$out/nginx-off.conf"; then
+    die "could not remove the status zone from conf/nginx.conf"
+fi
+for c in nginx nginx-on nginx-off; do
+    /usr/sbin/nginx -t -q -p "$out/" -c "$out/$c.conf" -e "$out/error.log" ||
+        die "nginx -t fails on $out/$c.conf"
+    rm -f "$out/$c.pid"
+done
 
-/usr/sbin/nginx -p "$out/" -c "$out/nginx.conf" -e "$out/error.log"
-sleep 1
+# nginx_start NAME PREFIX ERRLOG: start nginx with $out/NAME.conf, set
+# $workers to its workers' pids; nginx_stop NAME: a graceful stop (each
+# worker logs how many rows its statements carried)
+workers=
+nginx_start() {
+    mkdir -p "$2"
+    /usr/sbin/nginx -p "$2" -c "$out/$1.conf" -e "$3"
+    sleep 1
+    workers=$(pgrep -P "$(cat "$out/$1.pid")" | tr '\n' ' ')
+}
+nginx_stop() {
+    kill -QUIT "$(cat "$out/$1.pid")"
+    for _ in $(seq 100); do
+        [ -f "$out/$1.pid" ] || return 0
+        sleep 0.1
+    done
+    die "nginx ($1) did not stop in 10 s"
+}
 
-workers=$(pgrep -P "$(cat "$out/nginx.pid")" | tr '\n' ' ')
+[ -n "$status_only" ] || nginx_start nginx "$out/" "$out/error.log"
 
 export BENCH_TS=$ts BENCH_CP=$cp BENCH_CHANNEL=$ch BENCH_GROUP=$grp \
        BENCH_STREAM=$stream BENCH_TOKEN=$token BENCH_THREADS=$threads
@@ -164,6 +234,10 @@ cpu_sample() {
         END { printf "%d %d %d %d %d", n, p, busy, idle, wall }'
 }
 
+# where run and cpu_per_request append their figures (the status zone's
+# A/B runs: $out/status)
+rdir=$out
+
 # cpu_per_request NAME RATE BEFORE AFTER: CPU time per request (or per
 # pgbench transaction), by who spent it, in core-µs
 cpu_per_request() {
@@ -174,17 +248,17 @@ cpu_per_request() {
         reqs = rate * d[5] / hz; if (reqs < 1) reqs = 1;
         us = 1e6 / hz / reqs;
         printf "%s %.1f %.1f %.1f %.1f\n", $1, d[1] * us, d[2] * us,
-               (d[3] - d[1] - d[2]) * us, d[4] * us }' >>"$out/cpu"
+               (d[3] - d[1] - d[2]) * us, d[4] * us }' >>"$rdir/cpu"
 }
 
-# run NAME SCRIPT [CONNECTIONS DURATION]: warm-up, then the measured run;
-# appends to results
+# run NAME SCRIPT [CONNECTIONS DURATION WARMUP]: warm-up, then the
+# measured run; appends to $rdir/results (and cpu, batches, rss)
 run() {
-    local name=$1 script=$2 log=$out/wrk-$1.txt
-    local conns=${3:-$conns} duration=${4:-$duration}
+    local name=$1 script=$2 log=$rdir/wrk-$1.txt
+    local conns=${3:-$conns} duration=${4:-$duration} warmup=${5:-$warmup}
     # core-log pairs: the warm-up uses 0.., the measured run 500000..
     BENCH_RUN=w BENCH_OFFSET=0 wrk -t"$threads" -c"$conns" \
-        -d"$warmup" -s "$top/bench/$script" "$url" >/dev/null
+        -d"$warmup" -s "$top/bench/$script" "$url" >"$rdir/wrk-$1.warmup.txt"
     psql -d "$conninfo" -c 'SELECT pg_stat_statements_reset()' >/dev/null
 
     # worker RSS every 5 s during the measured run (make soak reads it)
@@ -198,7 +272,7 @@ run() {
             done
             echo "$line"
         done
-    ) >>"$out/rss" 2>/dev/null &
+    ) >>"$rdir/rss" 2>/dev/null &
     local sampler=$!
 
     local before after
@@ -213,7 +287,7 @@ run() {
     p50=$(sed -n 's/^BENCH p50=\([0-9.]*\).*/\1/p' "$log")
     p99=$(sed -n 's/.* p99=\([0-9.]*\).*/\1/p' "$log")
     non2xx=$(awk '/Non-2xx/ {print $NF}' "$log")
-    echo "$name $rps $p50 $p99 ${non2xx:-0}" >>"$out/results"
+    echo "$name $rps $p50 $p99 ${non2xx:-0}" >>"$rdir/results"
     cpu_per_request "$name" "$rps" "$before" "$after"
     if [ "$name" != ceiling ] && [ "${name#body:}" = "$name" ]; then
         psql -d "$conninfo" -tA -F ' ' -c "
@@ -221,7 +295,7 @@ run() {
                    round(rows::numeric / nullif(calls, 0), 1)
               FROM pg_stat_statements
              WHERE query LIKE 'WITH input AS%'
-             ORDER BY calls DESC LIMIT 1" >>"$out/batches"
+             ORDER BY calls DESC LIMIT 1" >>"$rdir/batches"
     fi
 }
 
@@ -231,6 +305,7 @@ run() {
 : >"$out/rss"
 
 routes=" ${BENCH_ROUTES:-ceiling core_log channel_log logtank} "
+[ -n "$status_only" ] && routes=" "
 case $routes in *" ceiling "*) echo "bench: HTTP ceiling..."
                                run ceiling ceiling.lua ;; esac
 case $routes in *" core_log "*) echo "bench: POST /core-log..."
@@ -246,7 +321,8 @@ case $routes in *" logtank "*) echo "bench: POST /v1/logtanks..."
 # with a channel_id that is not a UUID: parsed whole, then 400), and two
 # that the bounds refuse before jansson sees them; 16 connections, 5 s each
 # (BENCH_BODY_DURATION), one body again and again
-if [ -z "${BENCH_NO_BODIES:-}" ] && [ "${BENCH_ROUTES:-}" = "" ]; then
+if [ -z "${BENCH_NO_BODIES:-}" ] && [ "${BENCH_ROUTES:-}" = "" ] &&
+   [ -z "$status_only" ]; then
     limit=$(sed -n 's/^ *client_max_body_size \([0-9]*\)k;.*/\1/p' \
             "$top/conf/nginx.conf")
     CH=$ch LIMIT=$((limit * 1024)) OUT=$out perl -I "$top/t/lib" \
@@ -308,7 +384,7 @@ pgb() {
 }
 
 : >"$out/pgbench"
-if [ -z "${BENCH_NO_PGBENCH:-}" ]; then
+if [ -z "${BENCH_NO_PGBENCH:-}" ] && [ -z "$status_only" ]; then
     pgb core_log "$out/pgbench-core.sql"
     pgb channel_log "$out/pgbench-channel.sql"
     pgb logtank "$out/pgbench-logtank.sql"
@@ -320,11 +396,141 @@ for w in $workers; do
 done
 
 # stop nginx: each worker logs how many rows its statements carried
-kill -QUIT "$(cat "$out/nginx.pid")"
-for _ in $(seq 100); do
-    [ -f "$out/nginx.pid" ] || break
-    sleep 0.1
-done
+[ -n "$status_only" ] || nginx_stop nginx
+
+# The status zone's cost (issue 14): the channel route with the shipped
+# configuration (zone on) and without the zone (off), alternating on, off,
+# on, off...  Both nginx run side by side from the start (on: $port, its
+# status on $status_port; off: $off_port), each with its own prefix
+# (access.log) and its PostgreSQL connections, and only one gets load at a
+# time: the pairs can be short and many, close in time, without restarts.
+# Before each run the channel_logs table is emptied and checkpointed, so
+# that every run starts from the same state (no table growth or checkpoint
+# favours one side).  Their error log is error-status.log.  At the end, the
+# zone's count of channel-log answers is read from the status server.
+status_runs=
+if [ -n "$status_only" ] ||
+   { [ -z "${BENCH_NO_STATUS:-}" ] && [ -z "${BENCH_ROUTES:-}" ]; }; then
+    status_runs=1
+fi
+sdir=$out/status
+if [ -n "$status_runs" ]; then
+    rdir=$sdir
+    mkdir -p "$sdir"
+    for f in results cpu batches rss; do : >"$sdir/$f"; done
+    nginx_start nginx-on "$out/on/" "$out/error-status.log"
+    workers_on=$workers
+    nginx_start nginx-off "$out/off/" "$out/error-status.log"
+    workers_off=$workers
+    for i in $(seq "$status_pairs"); do
+        for zone in on off; do
+            echo "bench: status zone $zone, pair $i of $status_pairs..."
+            psql -d "$conninfo" -c 'TRUNCATE corelog.channel_logs' \
+                -c 'CHECKPOINT'
+            if [ "$zone" = on ]; then
+                workers=$workers_on url=http://127.0.0.1:$port
+            else
+                workers=$workers_off url=http://127.0.0.1:$off_port
+            fi
+            run "$zone-$i" channel.lua "$conns" "$status_duration" \
+                "$status_warmup"
+        done
+    done
+    counted=$(curl -sS "http://127.0.0.1:$status_port/status?format=prometheus" |
+              awk '/^corelog_requests_total\{route="channel_log",/ {
+                       c += $NF } END { print c + 0 }') || counted=unread
+    sent=$(cat "$sdir"/wrk-on-*.txt |
+           awk '/ requests in / { n += $1 } END { print n + 0 }')
+    nginx_stop nginx-on
+    nginx_stop nginx-off
+    rdir=$out
+    url=http://127.0.0.1:$port
+fi
+
+# status_report: the on/off runs, the difference per pair and its spread
+status_report() {
+    echo
+    echo "status zone: on vs off, POST /api/v1/log/create ($status_pairs pairs alternating on, off;" \
+         "wrk -t$threads -c$conns -d$status_duration after $status_warmup of warm-up;" \
+         "channel_logs emptied and checkpointed before each run)"
+    echo "server CPU = nginx + PostgreSQL, core-µs per request; diff = (on - off) / off, per pair;"
+    echo "others: cores busy with anything else during the run (wrk, the kernel, other processes):"
+    SDIR=$sdir perl -e '
+        my $d = $ENV{SDIR};
+        my (%rps, %cpu);
+        open my $r, "<", "$d/results" or die;
+        while (<$r>) { my @f = split; $rps{$f[0]} = $f[1] }
+        open my $c, "<", "$d/cpu" or die;
+        while (<$c>) { my @f = split; $cpu{$f[0]} = [@f[1 .. 3]] }
+        sub median { my @v = sort { $a <=> $b } @_; my $n = @v;
+                     $n % 2 ? $v[$n / 2] : ($v[$n / 2 - 1] + $v[$n / 2]) / 2 }
+        sub pct { ($_[0] - $_[1]) * 100 / $_[1] }
+        # the median, the interval that holds the true median with 95 %
+        # confidence (from the sign test: the k-th smallest and k-th
+        # largest differences), and the extremes
+        sub spread {
+            my @v = sort { $a <=> $b } @_;
+            my $n = @v;
+            my ($k, $cum, $p) = (0, 0, 0.5 ** $n);
+            for my $j (0 .. $n) {
+                $cum += $p;
+                last if $cum > 0.025;
+                $k = $j + 1;
+                $p *= ($n - $j) / ($j + 1);
+            }
+            my $ci = $k ? sprintf("95 %% interval %+.1f .. %+.1f; ",
+                                  $v[$k - 1], $v[$n - $k])
+                        : "too few pairs for a 95 % interval; ";
+            sprintf "median %+5.1f %% (%smin %+.1f, max %+.1f)",
+                    median(@v), $ci, $v[0], $v[-1];
+        }
+        my (%col, @dcpu, @dnginx, @dshare, @drps);
+        printf "  %-6s %9s %9s %8s   %-18s %-18s %8s %8s %15s\n", "pair",
+               "req/s on", "off", "diff", "cpu on (nginx+pg)",
+               "cpu off (nginx+pg)", "diff", "nginx", "others on/off";
+        for (my $i = 1; exists $rps{"on-$i"} && exists $rps{"off-$i"}; $i++) {
+            my ($ron, $roff) = ($rps{"on-$i"}, $rps{"off-$i"});
+            my ($non, $pon, $oon) = @{$cpu{"on-$i"}};
+            my ($noff, $poff, $ooff) = @{$cpu{"off-$i"}};
+            my ($son, $soff) = ($non + $pon, $noff + $poff);
+            push @drps, pct($ron, $roff);
+            push @dcpu, pct($son, $soff);
+            push @dnginx, pct($non, $noff);
+            push @dshare, ($non - $noff) * 100 / $soff;
+            push @{$col{$_->[0]}}, $_->[1]
+                for [ron => $ron], [roff => $roff], [son => $son],
+                    [soff => $soff], [non => $non], [noff => $noff],
+                    [pon => $pon], [poff => $poff];
+            printf "  %-6s %9.0f %9.0f %+7.1f%%   %-18s %-18s %+7.1f%% %+7.1f%% %15s\n",
+                $i, $ron, $roff, $drps[-1],
+                sprintf("%.1f (%.1f+%.1f)", $son, $non, $pon),
+                sprintf("%.1f (%.1f+%.1f)", $soff, $noff, $poff),
+                $dcpu[-1], $dnginx[-1],
+                sprintf("%.2f/%.2f", $oon * $ron / 1e6, $ooff * $roff / 1e6);
+        }
+        die "no complete pair\n" unless @dcpu;
+        my %m = map { $_ => median(@{$col{$_}}) } keys %col;
+        printf "  %-6s %9.0f %9.0f %8s   %-18s %-18s\n", "median",
+            $m{ron}, $m{roff}, "",
+            sprintf("%.1f (%.1f+%.1f)", $m{son}, $m{non}, $m{pon}),
+            sprintf("%.1f (%.1f+%.1f)", $m{soff}, $m{noff}, $m{poff});
+        print "difference on - off over the ", scalar @dcpu, " pairs:\n";
+        print "  server CPU per request:              ", spread(@dcpu), "\n";
+        print "  nginx CPU per request:               ", spread(@dnginx), "\n";
+        print "  nginx part, in % of server CPU:      ", spread(@dshare), "\n";
+        print "  req/s:                               ", spread(@drps), "\n";
+        print "target (issue 14): server CPU per request within 2 % with the zone\n";
+    '
+    echo "the zone counted $counted channel-log answers in the on runs; wrk $sent (warm-up and measured;"
+    echo "wrk does not count those in flight when it stops)"
+    echo "error log of these runs: $(grep -cE '\[(alert|crit|emerg)\]' \
+        "$out/error-status.log" || true) [alert]/[crit]/[emerg] lines"
+}
+
+if [ -n "$status_only" ]; then
+    status_report
+    exit 0
+fi
 
 alerts=$(grep -cE '\[(alert|crit|emerg)\]' "$out/error.log" || true)
 
@@ -402,3 +608,4 @@ if [ -s "$out/rss" ]; then
                } }' "$out/rss"
 fi
 echo "error log: $alerts [alert]/[crit]/[emerg] lines"
+[ -z "$status_runs" ] || status_report
