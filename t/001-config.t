@@ -38,11 +38,9 @@ subtest 'a body buffer smaller than the body limit: a warning' => sub {
     # a user's shell often has a soft limit of 1024 open files (root's here
     # is higher): the shipped worker_connections must not exceed it
     # without worker_rlimit_nofile
-    my $d = $t->dir;
-    ($rc, $out) = $t->_run(['/bin/sh', '-c',
-                            'ulimit -S -n 1024 && exec "$@"', 'sh',
-                            $Corelog::Test::NGINX, '-t', '-p', "$d/",
-                            '-c', "$d/nginx.conf", '-e', 'stderr']);
+    ($rc, $out) = $t->nginx_test_conf(wrap => [
+                      '/bin/sh', '-c', 'ulimit -S -n 1024 && exec "$@"',
+                      'sh' ]);
     is($rc, 0, 'with a soft limit of 1024 open files: exit 0') or diag $out;
     unlike($out, qr/\[warn\]/,
            'with a soft limit of 1024 open files: no warning');

@@ -771,14 +771,17 @@ sub write_shipped_conf {
 sub nginx_conf { _slurp("$_[0]{dir}/nginx.conf") }
 
 # `nginx -t` on the written configuration: returns (exit code, output).
+#   nginx_test_conf(wrap => [ '/bin/sh', '-c', 'ulimit ... && exec "$@"',
+#                             'sh' ]): run through that command
 sub nginx_test_conf {
-    my $self = shift;
+    my ($self, %o) = @_;
     my $d = $self->{dir};
     $self->{tested_conf} = 1;
     my %asan = $self->_asan_env;    # ASan block: sanitizer options
     local @ENV{keys %asan} = values %asan;
     return $self->_asan_output(    # ASan block: keeps the output
-        $self->_run([$NGINX, '-t', '-p', "$d/", '-c', "$d/nginx.conf",
+        $self->_run([@{$o{wrap} // []},
+                     $NGINX, '-t', '-p', "$d/", '-c', "$d/nginx.conf",
                      '-e', 'stderr']));
 }
 
