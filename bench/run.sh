@@ -1,15 +1,19 @@
 #!/bin/bash
 # make bench: the three routes against a private, durable PostgreSQL
 # (fsync and synchronous_commit on) and nginx with the module
-# (worker_processes auto), with wrk at 64 connections; the HTTP ceiling
-# (nginx answering `return 201` to the same POST) and the single-row
-# database ceiling (pgbench, one INSERT per transaction, 32 clients) in the
-# same run; one table of figures at the end.  Then the channel route with
-# the status zone on (the shipped configuration) and off (without
-# corelog_status_zone and the server of corelog_status): two nginx side by
-# side, the load alternating on, off, on, off... (BENCH_STATUS_PAIRS
-# pairs), and the difference per pair; BENCH_STATUS_ONLY=1 (make
-# bench-status) runs only that, BENCH_NO_STATUS=1 skips it.
+# (worker_processes auto), with wrk at 64 connections; in the same run the
+# HTTP ceiling (nginx answering `return 201` to the same POST), the
+# single-row database ceiling (pgbench, one INSERT per transaction, 32
+# clients) and the bulk database ceiling (pgbench, 1000 rows per
+# transaction into each route's tables), and each route's fraction of the
+# combined limit 1 / (1/http + 1/bulk); one table of figures at the end.
+# Then the channel route with the status zone on (the shipped
+# configuration) and off (without corelog_status_zone and the server of
+# corelog_status): two nginx side by side, the load alternating on, off,
+# on, off... (BENCH_STATUS_PAIRS pairs), and the difference per pair;
+# BENCH_STATUS_ONLY=1 (make bench-status) runs only that, BENCH_NO_STATUS=1
+# skips it.  What it shares with bench/ab.sh (make bench-ab) is in
+# bench/lib.sh.
 #
 #   BENCH_DURATION=10s BENCH_WARMUP=3s BENCH_CONNECTIONS=64 make bench
 
@@ -36,171 +40,44 @@ pairs=${BENCH_PAIRS:-$([ -n "$status_only" ] && echo 1000 || echo 1500000)}
 status_pairs=${BENCH_STATUS_PAIRS:-10}
 status_duration=${BENCH_STATUS_DURATION:-4s}
 status_warmup=${BENCH_STATUS_WARMUP:-1s}
-pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+# the bulk database ceiling: pgbench clients and the length of each run
+bulk_clients=${BENCH_BULK_CLIENTS:-4}
+bulk_duration=${BENCH_BULK_DURATION:-5s}
 module=$top/objs/ngx_http_corelog_module.so
 
-die() { echo "bench: $*" >&2; exit 1; }
+# shellcheck source=bench/lib.sh
+. "$top/bench/lib.sh"
 
 [ -f "$module" ] || die "build the module first (make build)"
-command -v wrk >/dev/null || die "wrk is missing (apt-get install wrk)"
 
-as_pg=()
-if [ "$(id -u)" = 0 ]; then
-    as_pg=(runuser -u postgres --)
-fi
-
-stop() {
-    local p
-    for p in "$out"/nginx*.pid; do
-        [ -f "$p" ] && kill -QUIT "$(cat "$p")" 2>/dev/null || true
-    done
-    "${as_pg[@]}" "$pgbin/pg_ctl" -D "$out/pg" -m fast -w stop >/dev/null 2>&1 || true
-}
-# BENCH_KEEP=1 leaves both running after the run (to profile by hand)
+# BENCH_KEEP=1 leaves PostgreSQL and nginx running after the run (to
+# profile by hand)
 cleanup() { [ -n "${BENCH_KEEP:-}" ] || stop; }
 trap cleanup EXIT
 
 stop
-rm -rf "$out"
-mkdir -p "$out/tmp"
-chmod 777 "$out" "$out/tmp"
-[ "$(id -u)" = 0 ] && chown postgres "$out"
-
-# PostgreSQL: durable commits, as in production
-"${as_pg[@]}" "$pgbin/initdb" -D "$out/pg" -U postgres --auth=trust -E UTF8 \
-    --locale=C >/dev/null
-cat >>"$out/pg/postgresql.conf" <<EOC
-listen_addresses = '127.0.0.1'
-port = $pgport
-unix_socket_directories = '$out'
-fsync = on
-synchronous_commit = on
-shared_buffers = 512MB
-max_connections = 200
-shared_preload_libraries = 'pg_stat_statements'
-EOC
-[ -n "${BENCH_PGCONF:-}" ] && printf '%s\n' "$BENCH_PGCONF" >>"$out/pg/postgresql.conf"
-"${as_pg[@]}" "$pgbin/pg_ctl" -D "$out/pg" -l "$out/postgres.log" -w start >/dev/null
-
-conninfo="host=${BENCH_PGHOST:-127.0.0.1} port=$pgport dbname=corelog user=postgres"
-psql() { command psql -X -q -v ON_ERROR_STOP=1 "$@"; }
-psql -d "host=127.0.0.1 port=$pgport dbname=postgres user=postgres" \
-    -c 'CREATE DATABASE corelog'
-"$top/scripts/migrate.sh" "$conninfo" >/dev/null
-psql -d "$conninfo" -c 'CREATE EXTENSION pg_stat_statements'
+fresh_out
+pg_setup
+conninfo=$(db_conninfo corelog)
+db_create corelog "$top"
 
 echo "bench: seeding $pairs request/response pairs..."
-read -r acc ts cp ch grp stream token <<<"$(psql -d "$conninfo" -tA -F ' ' <<EOS
-WITH a AS (INSERT INTO corelog.accounts (name) VALUES ('bench') RETURNING id),
-     t AS (INSERT INTO corelog.traffic_sources (account_id, name)
-           SELECT id, 'bench' FROM a RETURNING id),
-     p AS (INSERT INTO corelog.core_pathnames (traffic_source_id, pathname)
-           SELECT id, '/bench' FROM t RETURNING id),
-     c AS (INSERT INTO corelog.channels (account_id, name)
-           SELECT id, 'bench' FROM a RETURNING id),
-     g AS (INSERT INTO corelog.log_groups (account_id, project_id, name)
-           SELECT id, 'bench', 'bench' FROM a RETURNING id),
-     s AS (INSERT INTO corelog.log_streams (log_group_id, name)
-           SELECT id, 'bench' FROM g RETURNING id)
-SELECT a.id, t.id, p.id, c.id, g.id, s.id,
-       corelog.create_token(a.id, 'bench', 'bench')
-  FROM a, t, p, c, g, s;
-EOS
-)"
-psql -d "$conninfo" <<EOS
-INSERT INTO corelog.requests (id, traffic_source_id)
-SELECT ('00000000-0000-4000-8000-' || lpad(to_hex(i), 12, '0'))::uuid, '$ts'
-  FROM generate_series(1, $pairs) i;
-INSERT INTO corelog.responses (id, traffic_source_id)
-SELECT ('00000000-0000-4000-9000-' || lpad(to_hex(i), 12, '0'))::uuid, '$ts'
-  FROM generate_series(1, $pairs) i;
-VACUUM ANALYZE;
-CHECKPOINT;
-EOS
+db_seed "$conninfo" "$pairs"
 [ -n "${BENCH_SQL:-}" ] && psql -d "$conninfo" -c "$BENCH_SQL"
 
-# nginx: the shipped configuration, plus the HTTP ceiling location (in the
-# first server, the API's).
-# write_conf ZONE NAME PORT ERRLOG: $out/NAME.conf, whose pid file is
-# $out/NAME.pid and whose API listens on PORT.  ZONE=on is the shipped
-# configuration as it is (with its status zone and the server of
-# corelog_status on $status_port); ZONE=off is the same without the
-# corelog_status_zone line and without the server whose location has
-# corelog_status (which needs the zone: nginx -t would fail)
-write_conf() {
-    ZONE=$1 PIDFILE=$out/$2.pid PORT=$3 ERRLOG=$4 \
-    PGCONNS=${BENCH_PG_CONNECTIONS:-} BATCH=${BENCH_BATCH_MAX:-} \
-    MODULE=$module STATUS_PORT=$status_port \
-    CONNINFO="$conninfo ${BENCH_CONNINFO_EXTRA:-}" \
-    OUT=$out perl -pe '
-        s/\@MODULE\@/$ENV{MODULE}/g;
-        s/\@PORT\@/$ENV{PORT}/g;
-        s/\@STATUS_PORT\@/$ENV{STATUS_PORT}/g;
-        s/\@CONNINFO\@/$ENV{CONNINFO}/g;
-        s/^error_log .*/error_log $ENV{ERRLOG} notice;/;
-        s/^pid .*/pid $ENV{PIDFILE};/;
-        s/corelog_connections \d+;/corelog_connections $ENV{PGCONNS};/
-            if $ENV{PGCONNS};
-        s/corelog_batch_max \d+;/corelog_batch_max $ENV{BATCH};/ if $ENV{BATCH};
-        $_ = "" if /^\s*limit_(?:req|conn)\s/;
-        $_ .= join "", map { "    ${_}_temp_path \"$ENV{OUT}/tmp/$_\";\n" }
-                       qw(client_body proxy fastcgi uwsgi scgi)
-            if /^http\s*\{/;
-        $_ = "        location = /ceiling {\n            return 201 \x27{}\x27;\n"
-             . "        }\n\n" . $_ if /^\s*location \/ \{/ && !$ceiling++;
-        if ($ENV{ZONE} eq "off") {
-            $_ = "" if /^\s*corelog_status_zone\s/;
-            # each server{} block whole, dropped if it serves corelog_status
-            (my $code = $_) =~ s/#[^\n]*//g;
-            if (!$in && $code =~ /^\s*server\s*\{/) { $in = 1; $depth = 0;
-                                                      $buf = "" }
-            if ($in) {
-                $buf .= $_;
-                $depth += ($code =~ tr/{//) - ($code =~ tr/}//);
-                $_ = "";
-                if ($depth <= 0) {
-                    $in = 0;
-                    $_ = $buf unless $buf =~ /^\s*corelog_status\s*;/m;
-                }
-            }
-        }
-    ' "$top/conf/nginx.conf" >"$out/$2.conf"
-}
+# nginx: the shipped configuration (bench/lib.sh's write_conf), and for the
+# status zone's A/B the same with the zone on and off
 write_conf on nginx "$port" "$out/error.log"
 write_conf on nginx-on "$port" "$out/error-status.log"
 write_conf off nginx-off "$off_port" "$out/error-status.log"
-if grep -q '@[A-Z_]*@' "$out/nginx.conf"; then
-    die "conf/nginx.conf has a @...@ value run.sh does not replace: $(grep -o '@[A-Z_]*@' "$out/nginx.conf" | sort -u | tr '\n' ' ')"
-fi
 grep -Eq '^\s*corelog_status_zone\s' "$out/nginx-on.conf" ||
     die "conf/nginx.conf has no corelog_status_zone: nothing to turn off"
 if grep -Eq '^\s*corelog_status(_zone)?\s*[ ;]' "$out/nginx-off.conf"; then
     die "could not remove the status zone from conf/nginx.conf"
 fi
 for c in nginx nginx-on nginx-off; do
-    /usr/sbin/nginx -t -q -p "$out/" -c "$out/$c.conf" -e "$out/error.log" ||
-        die "nginx -t fails on $out/$c.conf"
-    rm -f "$out/$c.pid"
+    check_conf "$c" conf/nginx.conf
 done
-
-# nginx_start NAME PREFIX ERRLOG: start nginx with $out/NAME.conf, set
-# $workers to its workers' pids; nginx_stop NAME: a graceful stop (each
-# worker logs how many rows its statements carried)
-workers=
-nginx_start() {
-    mkdir -p "$2"
-    /usr/sbin/nginx -p "$2" -c "$out/$1.conf" -e "$3"
-    sleep 1
-    workers=$(pgrep -P "$(cat "$out/$1.pid")" | tr '\n' ' ')
-}
-nginx_stop() {
-    kill -QUIT "$(cat "$out/$1.pid")"
-    for _ in $(seq 100); do
-        [ -f "$out/$1.pid" ] || return 0
-        sleep 0.1
-    done
-    die "nginx ($1) did not stop in 10 s"
-}
 
 [ -n "$status_only" ] || nginx_start nginx "$out/" "$out/error.log"
 
@@ -212,92 +89,9 @@ url=http://127.0.0.1:$port
 declare -p BENCH_TS BENCH_CP BENCH_CHANNEL BENCH_GROUP BENCH_STREAM \
     BENCH_TOKEN BENCH_THREADS >"$out/env"
 
-# CPU ticks so far: nginx workers, PostgreSQL (postmaster and children),
-# all CPUs busy, all CPUs idle, wall clock (in ticks)
-postmaster=$(head -n 1 "$out/pg/postmaster.pid")
-cpu_sample() {
-    local pids
-    pids="$postmaster $(pgrep -P "$postmaster" | tr '\n' ' ')"
-    {
-        for w in $workers; do echo "n $(cut -d ')' -f 2- "/proc/$w/stat")"; done
-        for w in $pids; do echo "p $(cut -d ')' -f 2- "/proc/$w/stat" 2>/dev/null)"; done
-        # backends that exited: in the postmaster's time of reaped children
-        echo "c $(cut -d ')' -f 2- "/proc/$postmaster/stat")"
-        head -n 1 /proc/stat
-        echo "u $(cut -d ' ' -f 1 /proc/uptime)"
-    } | awk -v hz="$(getconf CLK_TCK)" '
-        $1 == "n" && NF > 14 { n += $13 + $14 }
-        $1 == "p" && NF > 14 { p += $13 + $14 }
-        $1 == "c" && NF > 16 { p += $15 + $16 }
-        $1 == "cpu" { busy = $2 + $3 + $4 + $7 + $8 + $9; idle = $5 + $6 }
-        $1 == "u" { wall = $2 * hz }
-        END { printf "%d %d %d %d %d", n, p, busy, idle, wall }'
-}
-
 # where run and cpu_per_request append their figures (the status zone's
 # A/B runs: $out/status)
 rdir=$out
-
-# cpu_per_request NAME RATE BEFORE AFTER: CPU time per request (or per
-# pgbench transaction), by who spent it, in core-µs
-cpu_per_request() {
-    echo "$1 $2 $3 $4" | awk -v hz="$(getconf CLK_TCK)" '{
-        rate = $2; n = (NF - 2) / 2;
-        for (i = 1; i <= n; i++) d[i] = $(i + 2 + n) - $(i + 2);
-        # d: nginx, postgres, busy, idle, wall (all in ticks)
-        reqs = rate * d[5] / hz; if (reqs < 1) reqs = 1;
-        us = 1e6 / hz / reqs;
-        printf "%s %.1f %.1f %.1f %.1f\n", $1, d[1] * us, d[2] * us,
-               (d[3] - d[1] - d[2]) * us, d[4] * us }' >>"$rdir/cpu"
-}
-
-# run NAME SCRIPT [CONNECTIONS DURATION WARMUP]: warm-up, then the
-# measured run; appends to $rdir/results (and cpu, batches, rss)
-run() {
-    local name=$1 script=$2 log=$rdir/wrk-$1.txt
-    local conns=${3:-$conns} duration=${4:-$duration} warmup=${5:-$warmup}
-    # core-log pairs: the warm-up uses 0.., the measured run 500000..
-    BENCH_RUN=w BENCH_OFFSET=0 wrk -t"$threads" -c"$conns" \
-        -d"$warmup" -s "$top/bench/$script" "$url" >"$rdir/wrk-$1.warmup.txt"
-    psql -d "$conninfo" -c 'SELECT pg_stat_statements_reset()' >/dev/null
-
-    # worker RSS every 5 s during the measured run (make soak reads it)
-    (
-        while sleep 5; do
-            line=$name
-            for w in $workers; do
-                kb=$(awk '/VmRSS/ {print $2}' "/proc/$w/status" 2>/dev/null)
-                [ -n "$kb" ] || continue 2
-                line="$line $kb"
-            done
-            echo "$line"
-        done
-    ) >>"$rdir/rss" 2>/dev/null &
-    local sampler=$!
-
-    local before after
-    before=$(cpu_sample)
-    BENCH_RUN=m BENCH_OFFSET=500000 wrk -t"$threads" -c"$conns" \
-        -d"$duration" --latency -s "$top/bench/$script" "$url" >"$log"
-    after=$(cpu_sample)
-    kill "$sampler" 2>/dev/null || true
-    wait "$sampler" 2>/dev/null || true
-    local rps p50 p99 non2xx
-    rps=$(awk '/^Requests\/sec/ {print $2}' "$log")
-    p50=$(sed -n 's/^BENCH p50=\([0-9.]*\).*/\1/p' "$log")
-    p99=$(sed -n 's/.* p99=\([0-9.]*\).*/\1/p' "$log")
-    non2xx=$(awk '/Non-2xx/ {print $NF}' "$log")
-    echo "$name $rps $p50 $p99 ${non2xx:-0}" >>"$rdir/results"
-    cpu_per_request "$name" "$rps" "$before" "$after"
-    if [ "$name" != ceiling ] && [ "${name#body:}" = "$name" ]; then
-        psql -d "$conninfo" -tA -F ' ' -c "
-            SELECT '$name', calls, rows,
-                   round(rows::numeric / nullif(calls, 0), 1)
-              FROM pg_stat_statements
-             WHERE query LIKE 'WITH input AS%'
-             ORDER BY calls DESC LIMIT 1" >>"$rdir/batches"
-    fi
-}
 
 : >"$out/results"
 : >"$out/cpu"
@@ -390,6 +184,85 @@ if [ -z "${BENCH_NO_PGBENCH:-}" ] && [ -z "$status_only" ]; then
     pgb logtank "$out/pgbench-logtank.sql"
 fi
 
+# The bulk database ceiling (issue 15): pgbench inserting 1000 rows per
+# transaction (INSERT ... SELECT FROM generate_series) into each route's
+# table, with every constraint, index and key the table has, and valid
+# foreign keys to the seeded parents: the most rows per second PostgreSQL
+# can take on these cores when per-statement costs (the commit's flush,
+# executor start-up, the round trip) are spread over 1000 rows.  A core
+# log is two rows, as the route writes them: its claim (one seeded
+# request/response pair per row, numbered from a sequence) and the log.
+# BENCH_BULK_CLIENTS transactions at a time (default 4), each route for
+# BENCH_BULK_DURATION (default 5s), its tables emptied and checkpointed
+# first (the routes' rows are gone by then: their runs are over).
+# $out/bulk: "route rows/s", "-" when pgbench failed.
+cat >"$out/bulk-core_log.sql" <<EOS
+WITH b AS MATERIALIZED (SELECT (nextval('bench_bulk') - 1) * 1000 AS base),
+     n AS (SELECT base + i AS n, i FROM b, generate_series(1, 1000) i),
+     c AS (INSERT INTO corelog.core_log_claims (request_id, response_id,
+                                                core_log_id)
+           SELECT ('00000000-0000-4000-8000-' || lpad(to_hex(n), 12, '0'))::uuid,
+                  ('00000000-0000-4000-9000-' || lpad(to_hex(n), 12, '0'))::uuid,
+                  gen_random_uuid()
+             FROM n
+           RETURNING request_id, response_id, core_log_id)
+INSERT INTO corelog.core_logs (id, traffic_source_id, core_pathname_id,
+                               request_id, response_id, status, method,
+                               level, elapsed_time, created_at)
+SELECT core_log_id, '$ts', '$cp', request_id, response_id, 200, 'GET',
+       'info', 1.5, clock_timestamp()
+  FROM c;
+EOS
+cat >"$out/bulk-channel_log.sql" <<EOS
+INSERT INTO corelog.channel_logs (id, channel_id, reference, label, type,
+                                  tags, custom_references, created_at)
+SELECT gen_random_uuid(), '$ch', 'user-' || i % 997, 'checkout bulk-' || i,
+       'action', '{bench,web}',
+       ('{"order":"o-' || i || '","amount":' || i % 500 || '}')::jsonb,
+       clock_timestamp()
+  FROM generate_series(1, 1000) i;
+EOS
+cat >"$out/bulk-logtank.sql" <<EOS
+WITH b AS MATERIALIZED (SELECT (nextval('bench_bulk') - 1) * 1000 AS base)
+INSERT INTO corelog.logtanks (id, account_id, domain_id, project_id,
+                              resource_type, resource_id, log_group_id,
+                              log_stream_id, status, created_at, updated_at)
+SELECT gen_random_uuid(), '$acc', 'bench', 'bench', 'LISTENER',
+       'res-bulk-' || (base + i), '$grp', '$stream', 'ACTIVE', now(), now()
+  FROM b, generate_series(1, 1000) i;
+EOS
+
+bulk() {
+    local name=$1 log=$out/pgbench-bulk-$1.txt
+    echo "bench: bulk ceiling $name..."
+    empty_tables "$conninfo" "$name"
+    psql -d "$conninfo" -c 'ALTER SEQUENCE bench_bulk RESTART'
+    local before after tps rows rc=0
+    before=$(cpu_sample)
+    pgbench -n -M prepared -c "$bulk_clients" \
+        -j "$((bulk_clients < 2 ? 1 : 2))" -T "${bulk_duration%s}" \
+        -f "$out/bulk-$name.sql" "$conninfo" >"$log" 2>&1 || rc=$?
+    after=$(cpu_sample)
+    tps=$(awk '/^tps/ {print $3; exit}' "$log")
+    if [ "$rc" != 0 ] || [ -z "$tps" ]; then
+        echo "bench: bulk $name: pgbench failed ($log):" >&2
+        grep -m 3 -E 'ERROR|aborted' "$log" >&2 || true
+        echo "$name -" >>"$out/bulk"
+        return 0
+    fi
+    rows=$(awk -v t="$tps" 'BEGIN { printf "%.0f", t * 1000 }')
+    echo "$name $rows" >>"$out/bulk"
+    cpu_per_request "bulk:$name" "$rows" "$before" "$after"
+}
+
+: >"$out/bulk"
+if [ -z "${BENCH_NO_PGBENCH:-}" ] && [ -z "$status_only" ]; then
+    psql -d "$conninfo" -c 'CREATE SEQUENCE bench_bulk'
+    bulk core_log
+    bulk channel_log
+    bulk logtank
+fi
+
 rss=""
 for w in $workers; do
     rss="$rss $(awk '/VmHWM/ {print $2}' "/proc/$w/status" 2>/dev/null)kB"
@@ -425,8 +298,7 @@ if [ -n "$status_runs" ]; then
     for i in $(seq "$status_pairs"); do
         for zone in on off; do
             echo "bench: status zone $zone, pair $i of $status_pairs..."
-            psql -d "$conninfo" -c 'TRUNCATE corelog.channel_logs' \
-                -c 'CHECKPOINT'
+            empty_tables "$conninfo" channel_log
             if [ "$zone" = on ]; then
                 workers=$workers_on url=http://127.0.0.1:$port
             else
@@ -455,34 +327,13 @@ status_report() {
          "channel_logs emptied and checkpointed before each run)"
     echo "server CPU = nginx + PostgreSQL, core-µs per request; diff = (on - off) / off, per pair;"
     echo "others: cores busy with anything else during the run (wrk, the kernel, other processes):"
-    SDIR=$sdir perl -e '
-        my $d = $ENV{SDIR};
+    SDIR=$sdir perl -I"$top/bench" -e '
+        require "pairs.pl";
+        my $run = read_runs($ENV{SDIR});
         my (%rps, %cpu);
-        open my $r, "<", "$d/results" or die;
-        while (<$r>) { my @f = split; $rps{$f[0]} = $f[1] }
-        open my $c, "<", "$d/cpu" or die;
-        while (<$c>) { my @f = split; $cpu{$f[0]} = [@f[1 .. 3]] }
-        sub median { my @v = sort { $a <=> $b } @_; my $n = @v;
-                     $n % 2 ? $v[$n / 2] : ($v[$n / 2 - 1] + $v[$n / 2]) / 2 }
-        sub pct { ($_[0] - $_[1]) * 100 / $_[1] }
-        # the median, the interval that holds the true median with 95 %
-        # confidence (from the sign test: the k-th smallest and k-th
-        # largest differences), and the extremes
-        sub spread {
-            my @v = sort { $a <=> $b } @_;
-            my $n = @v;
-            my ($k, $cum, $p) = (0, 0, 0.5 ** $n);
-            for my $j (0 .. $n) {
-                $cum += $p;
-                last if $cum > 0.025;
-                $k = $j + 1;
-                $p *= ($n - $j) / ($j + 1);
-            }
-            my $ci = $k ? sprintf("95 %% interval %+.1f .. %+.1f; ",
-                                  $v[$k - 1], $v[$n - $k])
-                        : "too few pairs for a 95 % interval; ";
-            sprintf "median %+5.1f %% (%smin %+.1f, max %+.1f)",
-                    median(@v), $ci, $v[0], $v[-1];
+        for (keys %$run) {
+            $rps{$_} = $run->{$_}{rps};
+            $cpu{$_} = [@{$run->{$_}}{qw(nginx pg others)}];
         }
         my (%col, @dcpu, @dnginx, @dshare, @drps);
         printf "  %-6s %9s %9s %8s   %-18s %-18s %8s %8s %15s\n", "pair",
@@ -541,39 +392,49 @@ echo "corelog bench: $(nproc) cores, $(awk '/MemTotal/ {print int($2/1048576)" G
      "wrk -t$threads -c$conns -d$duration; pgbench -c$pgclients;" \
      "fsync=on synchronous_commit=on"
 echo
-printf '%-22s %10s %9s %9s %8s %12s %10s %12s\n' route req/s p50ms p99ms non2xx \
-    'db-ceiling' '÷db' '÷http'
+# limit: the best a one-row-per-request API could do on cores it shares
+# with PostgreSQL, 1 / (1/http + 1/bulk), and the route's fraction of it
+limit() {
+    awk -v h="$ceiling" -v b="$(awk -v n="$1" '$1 == n {print $2}' "$out/bulk")" \
+        'BEGIN { if (h > 0 && b > 0) printf "%.0f", 1 / (1 / h + 1 / b);
+                 else print "-" }'
+}
+ratio() {
+    awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'
+}
+printf '%-22s %10s %9s %9s %8s %7s %12s %12s %7s %10s\n' route req/s p50ms \
+    p99ms non2xx '÷http' 'bulk rows/s' 'limit req/s' '÷limit' '1-row db'
 while read -r name rps p50 p99 non2xx; do
     [ "$name" = ceiling ] && continue
     db=$(awk -v n="$name" '$1 == n {printf "%.0f", $2}' "$out/pgbench")
-    printf '%-22s %10.0f %9.2f %9.2f %8s %12s %10s %12s\n' \
-        "$name" "$rps" "$p50" "$p99" "$non2xx" "${db:--}" \
-        "$(awk -v a="$rps" -v b="$db" 'BEGIN { if (b) printf "%.2f", a / b; else print "-" }')" \
-        "$(awk -v a="$rps" -v b="$ceiling" 'BEGIN { if (b) printf "%.2f", a / b; else print "-" }')"
+    bulk=$(awk -v n="$name" '$1 == n {print $2}' "$out/bulk")
+    lim=$(limit "$name")
+    printf '%-22s %10.0f %9.2f %9.2f %8s %7s %12s %12s %7s %10s\n' \
+        "$name" "$rps" "$p50" "$p99" "$non2xx" "$(ratio "$rps" "$ceiling")" \
+        "${bulk:--}" "$lim" "$(ratio "$rps" "$lim")" "${db:--}"
 done <"$out/results"
 while read -r name rps p50 p99 non2xx; do
     [ "$name" = ceiling ] || continue
     printf '%-22s %10.0f %9.2f %9.2f %8s\n' "http ceiling (return)" "$rps" \
         "$p50" "$p99" "$non2xx"
 done <"$out/results"
+echo "bulk: PostgreSQL alone, 1000 rows per transaction (pgbench -c$bulk_clients, ${bulk_duration}; a core log"
+echo "is its claim and its log); limit = 1 / (1/http + 1/bulk), the best one row per request could do"
+echo "on cores shared with PostgreSQL; ÷limit: the route's fraction of it (issue 15: at least 0.6);"
+echo "1-row db: pgbench -c$pgclients, one INSERT per transaction (mostly the commit's flush: the disk of the day)"
 echo
-echo "CPU per request (pgbench: per transaction) during the measured runs, in core-µs ($(nproc) cores shared);"
+echo "CPU per request (pgbench: per transaction; bulk: per row) during the measured runs, in core-µs ($(nproc) cores shared);"
 echo "body:accepted is the largest channel log (202), body:rejected the costliest 400 (parsed whole),"
-echo "body:values one at the limit that the value bound refuses unparsed, body:malformed one broken at its end (400):"
+echo "body:values one at the limit that the value bound refuses unparsed, body:malformed one broken at its end (400);"
+echo "budget: $(nproc) cores / (0.6 x limit), the CPU per request at issue 15's target:"
 printf '  %-20s %8s %9s %15s %8s %28s\n' route nginx postgres \
-    'client+kernel' idle 'budget at target (req/s)'
+    'client+kernel' idle 'budget at 0.6 (req/s)'
 while read -r name nginx pg rest idle; do
-    target=$(awk -v n="$name" '$1 == n {print $2}' <<EOT
-core_log 3.5
-channel_log 4
-logtank 3.5
-EOT
-)
-    db=$(awk -v n="$name" '$1 == n {printf "%.0f", $2}' "$out/pgbench")
+    lim=$(limit "$name")
     budget=-
-    if [ -n "$db" ] && [ -n "$target" ]; then
-        budget=$(awk -v t="$target" -v d="$db" -v c="$(nproc)" \
-            'BEGIN { printf "%.1f (%.0f)", c * 1e6 / (t * d), t * d }')
+    if [ "$lim" != - ]; then
+        budget=$(awk -v l="$lim" -v c="$(nproc)" \
+            'BEGIN { printf "%.1f (%.0f)", c * 1e6 / (0.6 * l), 0.6 * l }')
     fi
     printf '  %-20s %8s %9s %15s %8s %28s\n' "$name" "$nginx" "$pg" "$rest" \
         "$idle" "$budget"
