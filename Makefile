@@ -44,8 +44,9 @@ PROVE_JOBS  ?= 2
 PROVE_FLAGS ?=
 
 .DEFAULT_GOAL := build
-.PHONY: build deps test valgrind asan run bench bench-status soak clean distclean \
-        lint fuzz mutate debug-build test-matrix test-nginx lint-dockerfile
+.PHONY: build deps test valgrind asan run bench bench-status bench-ab soak clean \
+        distclean lint fuzz mutate debug-build test-matrix test-nginx \
+        lint-dockerfile
 # prerequisites in order, also under make -j: deps before build
 .NOTPARALLEL:
 
@@ -119,6 +120,14 @@ bench: deps build
 # more on a busy machine: bench/README.md).
 bench-status: deps build
 	BENCH_STATUS_ONLY=1 bench/run.sh
+
+# A/B in one run (bench/README.md, "make bench-ab"): REF's module, conf and
+# schema (A, built in .build/bench-ab/) against the working tree's (B), two
+# nginx side by side, the load alternating A, B, A, B... per route
+# (BENCH_AB_PAIRS pairs, default 8; BENCH_ROUTES); REF=HEAD is an A/A run.
+bench-ab: deps build
+	@[ -n "$(REF)" ] || { echo "make bench-ab REF=<commit>" >&2; exit 1; }
+	bench/ab.sh "$(REF)"
 
 # Five minutes at full load on one route: worker RSS must stay flat.
 soak: deps build
