@@ -23,6 +23,9 @@ static void ngx_http_corelog_conf_error(ngx_conf_t *cf,
     ngx_http_core_loc_conf_t *hlcf, ngx_http_corelog_conf_pos_t *pos,
     const char *text);
 static ngx_uint_t ngx_http_corelog_conf_returns(ngx_conf_t *cf);
+static ngx_array_t **ngx_http_corelog_conf_codes(ngx_conf_t *cf,
+    void **loc_conf);
+static ngx_uint_t ngx_http_corelog_conf_direct(ngx_conf_t *cf);
 static void ngx_http_corelog_conf_pos(ngx_conf_t *cf,
     ngx_http_corelog_conf_pos_t *pos);
 static char *ngx_http_corelog_postgres(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -466,6 +469,10 @@ ngx_http_corelog_check_location(ngx_conf_t *cf,
         return NGX_CONF_ERROR;
     }
 
+    if (conf->handler == ngx_http_corelog_token_handler) {
+        conf->token_direct = ngx_http_corelog_conf_direct(cf);
+    }
+
     if (conf->api == NULL) {
         return NGX_CONF_OK;
     }
@@ -516,6 +523,68 @@ ngx_http_corelog_conf_error(ngx_conf_t *cf, ngx_http_core_loc_conf_t *hlcf,
 
 
 /*
+ * The rewrite module's script codes of a location (or of a server, with
+ * its server{} context's loc_conf): the first field of its location
+ * configuration.  NULL without the module.
+ */
+
+static ngx_array_t **
+ngx_http_corelog_conf_codes(ngx_conf_t *cf, void **loc_conf)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; cf->cycle->modules[i]; i++) {
+        if (cf->cycle->modules[i]->type == NGX_HTTP_MODULE
+            && ngx_strcmp(cf->cycle->modules[i]->name,
+                          "ngx_http_rewrite_module") == 0)
+        {
+            return loc_conf[cf->cycle->modules[i]->ctx_index];
+        }
+    }
+
+    return NULL;
+}
+
+
+/*
+ * A "corelog_token_check" location that an API location may consult
+ * without a subrequest, if it is the exact location ("location = URI")
+ * of the API location's auth URI (auth.c looks for exact locations only,
+ * as no regular expression can take a URI from one): nothing may run
+ * there before the content handler.  A subrequest starts in the server's
+ * rewrite phase, then the location's, and skips the access phase; so
+ * neither the server nor the location may have rewrite codes (rewrite,
+ * return, set, if...).  Otherwise every request goes through the
+ * subrequest, as the codes may refuse or redirect it.
+ */
+
+static ngx_uint_t
+ngx_http_corelog_conf_direct(ngx_conf_t *cf)
+{
+    ngx_array_t               **codes;
+    ngx_http_conf_ctx_t        *ctx;
+    ngx_http_core_srv_conf_t   *cscf;
+
+    ctx = cf->ctx;
+    codes = ngx_http_corelog_conf_codes(cf, ctx->loc_conf);
+
+    if (codes && *codes) {
+        return 0;
+    }
+
+    cscf = ngx_http_conf_get_module_srv_conf(cf, ngx_http_core_module);
+
+    if (cscf == NULL || cscf->ctx == NULL) {
+        return 0;
+    }
+
+    codes = ngx_http_corelog_conf_codes(cf, cscf->ctx->loc_conf);
+
+    return (codes == NULL || *codes == NULL);
+}
+
+
+/*
  * Whether the location has a "return" of its own (not one inside an "if"):
  * it answers in the rewrite phase, before access and content.  The rewrite
  * module keeps a location's script codes in the first field of its
@@ -529,32 +598,14 @@ ngx_http_corelog_conf_returns(ngx_conf_t *cf)
 {
     u_char                     *p, *last;
     uintptr_t                   code;
-    ngx_uint_t                  i;
     ngx_array_t               **codes;
-    ngx_module_t               *m;
     ngx_http_conf_ctx_t        *ctx;
     ngx_http_script_if_code_t   ifc;
 
-    m = NULL;
-
-    for (i = 0; cf->cycle->modules[i]; i++) {
-        if (cf->cycle->modules[i]->type == NGX_HTTP_MODULE
-            && ngx_strcmp(cf->cycle->modules[i]->name,
-                          "ngx_http_rewrite_module") == 0)
-        {
-            m = cf->cycle->modules[i];
-            break;
-        }
-    }
-
-    if (m == NULL) {
-        return 0;
-    }
-
     ctx = cf->ctx;
-    codes = ctx->loc_conf[m->ctx_index];
+    codes = ngx_http_corelog_conf_codes(cf, ctx->loc_conf);
 
-    if (*codes == NULL) {
+    if (codes == NULL || *codes == NULL) {
         return 0;
     }
 

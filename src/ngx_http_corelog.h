@@ -161,6 +161,7 @@ typedef struct {
 typedef struct {
     ngx_str_t                    auth_uri;        /* corelog_auth_request */
     ngx_uint_t                   token_check;     /* corelog_token_check */
+    ngx_uint_t                   token_direct;    /* no subrequest needed */
     ngx_http_corelog_api_t      *api;             /* corelog_api */
     ngx_array_t                 *api_args;        /* ngx_http_complex_value_t */
     ngx_http_corelog_api_t      *error_api;       /* corelog_error */
@@ -650,6 +651,8 @@ ngx_int_t ngx_http_corelog_auth_verdict(ngx_http_request_t *r,
 
 /* ngx_http_corelog_token.c */
 ngx_int_t ngx_http_corelog_token_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_corelog_token_cached(ngx_http_request_t *r,
+    ngx_uint_t mode, ngx_http_corelog_auth_t *a);
 ngx_int_t ngx_http_corelog_token_init_process(ngx_cycle_t *cycle,
     ngx_http_corelog_main_conf_t *cmcf);
 void ngx_http_corelog_token_exit_process(ngx_cycle_t *cycle);

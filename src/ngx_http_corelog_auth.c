@@ -25,6 +25,8 @@ static ngx_int_t ngx_http_corelog_auth_done(ngx_http_request_t *sr,
 static ngx_int_t ngx_http_corelog_auth_headers(ngx_http_request_t *r,
     ngx_http_request_t *sr);
 static ngx_int_t ngx_http_corelog_auth_printable(ngx_str_t *s);
+static ngx_http_corelog_loc_conf_t *ngx_http_corelog_auth_direct(
+    ngx_http_request_t *r, ngx_str_t *uri);
 
 
 ngx_int_t
@@ -52,7 +54,7 @@ ngx_http_corelog_auth_handler(ngx_http_request_t *r)
     ngx_http_request_t           *sr;
     ngx_http_corelog_ctx_t       *ctx;
     ngx_http_post_subrequest_t   *ps;
-    ngx_http_corelog_loc_conf_t  *llcf;
+    ngx_http_corelog_loc_conf_t  *llcf, *tlcf;
 
     llcf = ngx_http_get_module_loc_conf(r, ngx_http_corelog_module);
 
@@ -77,6 +79,17 @@ ngx_http_corelog_auth_handler(ngx_http_request_t *r)
 
     if (ctx->auth.started) {
         return NGX_AGAIN;
+    }
+
+    /* the built-in checker's cache, where the subrequest would find it */
+
+    tlcf = ngx_http_corelog_auth_direct(r, &llcf->auth_uri);
+
+    if (tlcf
+        && ngx_http_corelog_token_cached(r, tlcf->token_check, &ctx->auth)
+           == NGX_OK)
+    {
+        return ngx_http_corelog_auth_decide(r, ctx);
     }
 
     ps = ngx_palloc(r->pool, sizeof(ngx_http_post_subrequest_t));
@@ -104,6 +117,75 @@ ngx_http_corelog_auth_handler(ngx_http_request_t *r)
                    "corelog auth: subrequest \"%V\"", &llcf->auth_uri);
 
     return NGX_AGAIN;
+}
+
+
+/*
+ * The location a subrequest to uri would run in, if it is a
+ * "corelog_token_check" that nothing can refuse or redirect before its
+ * content handler (token_direct, set at configuration): then the checker's
+ * cache can answer here.  The search is nginx's for static locations
+ * (ngx_http_core_find_static_location), in the server's tree, keeping
+ * only an exact match: nginx looks no further for one, not even among
+ * regular expressions.
+ */
+
+static ngx_http_corelog_loc_conf_t *
+ngx_http_corelog_auth_direct(ngx_http_request_t *r, ngx_str_t *uri)
+{
+    u_char                         *p;
+    size_t                          len, n;
+    ngx_int_t                       rc;
+    ngx_http_core_srv_conf_t       *cscf;
+    ngx_http_core_loc_conf_t       *clcf;
+    ngx_http_corelog_loc_conf_t    *tlcf;
+    ngx_http_location_tree_node_t  *node;
+
+    cscf = ngx_http_get_module_srv_conf(r, ngx_http_core_module);
+    clcf = cscf->ctx->loc_conf[ngx_http_core_module.ctx_index];
+
+    node = clcf->static_locations;
+    p = uri->data;
+    len = uri->len;
+
+    while (node) {
+        n = (len <= (size_t) node->len) ? len : node->len;
+
+        rc = ngx_filename_cmp(p, node->name, n);
+
+        if (rc != 0) {
+            node = (rc < 0) ? node->left : node->right;
+            continue;
+        }
+
+        if (len > (size_t) node->len) {
+
+            if (node->inclusive) {
+                node = node->tree;
+                p += n;
+                len -= n;
+                continue;
+            }
+
+            node = node->right;
+            continue;
+        }
+
+        if (len < (size_t) node->len) {
+            node = node->left;
+            continue;
+        }
+
+        if (node->exact == NULL) {
+            return NULL;
+        }
+
+        tlcf = node->exact->loc_conf[ngx_http_corelog_module.ctx_index];
+
+        return tlcf->token_direct ? tlcf : NULL;
+    }
+
+    return NULL;
 }
 
 
