@@ -244,6 +244,12 @@ for my $i (0 .. $#sent) {
         my $route = $e->{exp}{route};
         my $id = $l->{id} // '';
 
+        # only a logtank's answer carries a request id (X-Request-Id):
+        # none is made for the others (nginx's $request_id costs a random
+        # number and a getpid() per request)
+        is($l->{request_id}, '', 'no request id for a route that sends none')
+            if $route ne 'logtank';
+
         if ($route eq 'core_log') {
             is($id, $e->{r}{json}{id}, 'the id of the answer');
             my ($rq) = $dbh->selectrow_array(
