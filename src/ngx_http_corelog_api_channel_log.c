@@ -118,7 +118,9 @@ static const ngx_http_corelog_result_t
 
 
 /*
- * A batch of channel logs: the channel must be the caller's; an alerted
+ * A batch of channel logs: the channel must be the caller's, and
+ * corelog.key_share_channels() locks it FOR KEY SHARE as a foreign key's
+ * check would (sql/004: channel_logs has no foreign key); an alerted
  * log raises NOTIFY corelog_alert in the same transaction, so listeners
  * hear of it once it is committed, and only then.
  */
@@ -129,10 +131,13 @@ static const ngx_http_corelog_stmt_t ngx_http_corelog_channel_log_stmt = {
     "WITH input AS ("
     "  SELECT * FROM "
     NGX_HTTP_CORELOG_UNNEST(NGX_HTTP_CORELOG_CHANNEL_LOG_PARAMS)
+    "), ch AS ("
+    "  SELECT * FROM corelog.key_share_channels("
+    "                  ARRAY(SELECT channel_id FROM input))"
     "), checked AS ("
     "  SELECT i.*, ch.id IS NOT NULL AS ch_ok"
     "    FROM input i"
-    "    LEFT JOIN corelog.channels ch"
+    "    LEFT JOIN ch"
     "           ON ch.id = i.channel_id AND ch.account_id = i.account_id"
     "), inserted AS ("
     "  INSERT INTO corelog.channel_logs"

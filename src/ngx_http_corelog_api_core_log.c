@@ -87,7 +87,10 @@ static const ngx_http_corelog_result_t  ngx_http_corelog_core_log_results[] = {
 
 
 /*
- * One statement for a batch of core logs: the ownership checks are joins,
+ * One statement for a batch of core logs: the ownership checks are joins
+ * with the parent rows, which corelog.key_share_*() lock FOR KEY SHARE as
+ * a foreign key's check would (sql/004: the log tables have no foreign
+ * keys, and a parent's delete waits for the lock and then sees the log),
  * the one-log-per-request/response rule is the claims insert (ON CONFLICT
  * DO NOTHING), and every input row comes back with its verdict, so one bad
  * row never fails the rows beside it.  The claims are inserted in the
@@ -102,19 +105,31 @@ static const ngx_http_corelog_stmt_t ngx_http_corelog_core_log_stmt = {
     "WITH input AS ("
     "  SELECT * FROM "
     NGX_HTTP_CORELOG_UNNEST(NGX_HTTP_CORELOG_CORE_LOG_PARAMS)
+    "), ts AS ("
+    "  SELECT * FROM corelog.key_share_traffic_sources("
+    "                  ARRAY(SELECT traffic_source_id FROM input))"
+    "), cp AS ("
+    "  SELECT * FROM corelog.key_share_core_pathnames("
+    "                  ARRAY(SELECT core_pathname_id FROM input))"
+    "), rq AS ("
+    "  SELECT * FROM corelog.key_share_requests("
+    "                  ARRAY(SELECT request_id FROM input))"
+    "), rs AS ("
+    "  SELECT * FROM corelog.key_share_responses("
+    "                  ARRAY(SELECT response_id FROM input))"
     "), checked AS ("
     "  SELECT i.*,"
     "         ts.id IS NOT NULL AS ts_ok, cp.id IS NOT NULL AS cp_ok,"
     "         rq.id IS NOT NULL AS rq_ok, rs.id IS NOT NULL AS rs_ok"
     "    FROM input i"
-    "    LEFT JOIN corelog.traffic_sources ts"
+    "    LEFT JOIN ts"
     "           ON ts.id = i.traffic_source_id"
     "          AND ts.account_id = i.account_id"
-    "    LEFT JOIN corelog.core_pathnames cp"
+    "    LEFT JOIN cp"
     "           ON cp.id = i.core_pathname_id AND cp.traffic_source_id = ts.id"
-    "    LEFT JOIN corelog.requests rq"
+    "    LEFT JOIN rq"
     "           ON rq.id = i.request_id AND rq.traffic_source_id = ts.id"
-    "    LEFT JOIN corelog.responses rs"
+    "    LEFT JOIN rs"
     "           ON rs.id = i.response_id AND rs.traffic_source_id = ts.id"
     "), claimed AS ("
     "  INSERT INTO corelog.core_log_claims"

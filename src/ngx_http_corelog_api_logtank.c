@@ -79,8 +79,11 @@ static const ngx_http_corelog_result_t  ngx_http_corelog_logtank_results[] = {
 
 /*
  * A batch of logtanks: the group must be in the caller's project and the
- * stream in that group; the unique (account, project, resource type,
- * resource id) makes a second logtank for a resource a 409, also when
+ * stream in that group, both locked FOR KEY SHARE by
+ * corelog.key_share_*() as a foreign key's check would (sql/004: logtanks
+ * has no foreign keys; the account is held through its group, whose
+ * foreign key to accounts stays); the unique (account, project,
+ * resource type, resource id) makes a second logtank for a resource a 409, also when
  * two requests race for it.  Rows are inserted in the order of that key,
  * whatever the order of the requests, so that two statements racing for
  * the same resources wait for each other in one order and never deadlock.
@@ -92,13 +95,19 @@ static const ngx_http_corelog_stmt_t ngx_http_corelog_logtank_stmt = {
     "WITH input AS ("
     "  SELECT * FROM "
     NGX_HTTP_CORELOG_UNNEST(NGX_HTTP_CORELOG_LOGTANK_PARAMS)
+    "), g AS ("
+    "  SELECT * FROM corelog.key_share_log_groups("
+    "                  ARRAY(SELECT log_group_id FROM input))"
+    "), s AS ("
+    "  SELECT * FROM corelog.key_share_log_streams("
+    "                  ARRAY(SELECT log_stream_id FROM input))"
     "), checked AS ("
     "  SELECT i.*, g.id IS NOT NULL AS group_ok, s.id IS NOT NULL AS stream_ok"
     "    FROM input i"
-    "    LEFT JOIN corelog.log_groups g"
+    "    LEFT JOIN g"
     "           ON g.id = i.log_group_id AND g.account_id = i.account_id"
     "          AND g.project_id = i.project_id"
-    "    LEFT JOIN corelog.log_streams s"
+    "    LEFT JOIN s"
     "           ON s.id = i.log_stream_id AND s.log_group_id = g.id"
     "), inserted AS ("
     "  INSERT INTO corelog.logtanks"

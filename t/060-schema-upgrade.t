@@ -59,7 +59,7 @@ for my $pass (1, 2) {
     my ($versions) = $db->selectrow_array(
         q{SELECT string_agg(version::text, ',' ORDER BY version)
             FROM corelog.schema_version});
-    is($versions, '1,2,3', "pass $pass: versions 1 to 3 recorded");
+    is($versions, '1,2,3,4', "pass $pass: versions 1 to 4 recorded");
 }
 
 is($t->schema_dump('upgrade'), $t->schema_dump('corelog'),
