@@ -371,5 +371,26 @@ subtest 'FOR KEY SHARE needs UPDATE; the functions do not' => sub {
     $ro->disconnect;
 };
 
+subtest 'an upgrade grants the functions to the roles that write logs' => sub {
+    $dbh->do('CREATE DATABASE up');
+    $t->migrate('up', 3);
+    my $up = DBI->connect($t->_dsn('up'), 'postgres', '',
+                          { AutoCommit => 1, RaiseError => 1,
+                            PrintError => 0 });
+    $up->do('CREATE ROLE t062_writer');
+    $up->do('CREATE ROLE t062_reader');
+    $up->do('GRANT INSERT ON corelog.channel_logs TO t062_writer');
+    $up->do('GRANT SELECT ON corelog.channels TO t062_reader');
+    $t->migrate('up');
+    for my $f (qw(channels traffic_sources log_streams)) {
+        my $fn = "corelog.key_share_$f(uuid[])";
+        is_deeply($up->selectrow_arrayref(q{
+            SELECT has_function_privilege('t062_writer', ?, 'EXECUTE'),
+                   has_function_privilege('t062_reader', ?, 'EXECUTE')},
+            undef, $fn, $fn), [1, 0], "$f: the writer, not the reader");
+    }
+    $up->disconnect;
+};
+
 $t->done;
 done_testing;
