@@ -24,14 +24,15 @@
 -- core_logs (traffic_source_id, created_at), channel_logs (channel_id,
 -- created_at), core_log_claims (request_id) and (response_id), logtanks
 -- (account_id, project_id, ...).  core_logs has no index on
--- core_pathname_id, request_id or response_id: a core log's pathname,
--- request and response belong to its traffic source (the module's
--- statement checks it), so they are looked up among that traffic
--- source's logs, and a change of the traffic source of a referenced
--- pathname, request or response is refused too.  The same for a log
--- stream's group, whose logtanks are found through the one new index,
--- logtanks (log_group_id, log_stream_id).  No unique index spans the
--- partitions.
+-- core_pathname_id, request_id or response_id: a core log's request and
+-- response are found through its claim (core_log_claims' keys), and a
+-- claim cannot be deleted or changed while its core log is there (looked
+-- up by the core logs' primary key); a core log's pathname belongs to its
+-- traffic source (the module's statement checks it), so it is looked up
+-- among that traffic source's logs, and a change of the traffic source of
+-- a referenced pathname is refused too.  The same for a log stream's
+-- group, whose logtanks are found through the one new index, logtanks
+-- (log_group_id, log_stream_id).  No unique index spans the partitions.
 --
 -- Rows inserted into the log tables by anything but the module are no
 -- longer checked against their parents.
@@ -144,15 +145,15 @@ END
 $$;
 
 
--- Delete side: corelog.refuse_referenced(child, column[, scope]), an AFTER
--- DELETE or UPDATE trigger, statement-level, with the statement's old rows
--- (and new rows for UPDATE) as transition tables.  It refuses the
--- statement when a row it deleted, or whose id (or scope) it changed
--- (an old key no new row still has), is still referenced by
--- corelog.<child>.<column>, the way ON DELETE RESTRICT does: SQLSTATE
--- 23503.  With a scope (a column of the parent, of the same name in the
--- child), the child rows are looked up among the scope's rows, through
--- the child's index on that column.
+-- Delete side: corelog.refuse_referenced(child, column, key[, scope ...]),
+-- an AFTER DELETE or UPDATE trigger, statement-level, with the statement's
+-- old rows (and new rows for UPDATE) as transition tables.  It refuses the
+-- statement when a row it deleted, or whose key or scope it changed (an old
+-- (key, scope) no new row still has), is still referenced: when a row of
+-- corelog.<child> has <column> = the row's <key>, the way ON DELETE
+-- RESTRICT does (SQLSTATE 23503).  A scope is a column of the same name
+-- and value in the parent and the child: the child rows are looked up
+-- among the scope's rows, through the child's index on it.
 
 CREATE FUNCTION corelog.refuse_referenced()
 RETURNS trigger
@@ -160,23 +161,23 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_key    uuid;
     v_child  text := TG_ARGV[0];
-    v_col    text := TG_ARGV[1];
-    v_scope  text := TG_ARGV[2];
-    v_gone   text;
-    v_ref    text;
+    v_same   text := format('n.%1$I = o.%1$I', TG_ARGV[2]);
+    v_ref    text := format('l.%I = o.%I', TG_ARGV[1], TG_ARGV[2]);
+    v_gone   text := 'TRUE';
+    v_found  boolean;
 BEGIN
-    IF TG_OP = 'DELETE' THEN
-        v_gone := 'TRUE';
-    ELSIF v_scope IS NULL THEN
-        v_gone := 'NOT EXISTS (SELECT 1 FROM new_rows n WHERE n.id = o.id)';
-    ELSE
-        v_gone := format('NOT EXISTS (SELECT 1 FROM new_rows n'
-                         ' WHERE n.id = o.id AND n.%1$I = o.%1$I)', v_scope);
+    FOR i IN 3 .. TG_NARGS - 1 LOOP
+        v_same := v_same || format(' AND n.%1$I = o.%1$I', TG_ARGV[i]);
+        v_ref := v_ref || format(' AND l.%1$I = o.%1$I', TG_ARGV[i]);
+    END LOOP;
+    IF TG_OP = 'UPDATE' THEN
+        v_gone := 'NOT EXISTS (SELECT 1 FROM new_rows n WHERE ' || v_same
+                  || ')';
     END IF;
 
     EXECUTE format('SELECT EXISTS (SELECT 1 FROM old_rows o WHERE %s)',
-                   v_gone) INTO v_ref;
-    IF NOT v_ref::boolean THEN
+                   v_gone) INTO v_found;
+    IF NOT v_found THEN
         RETURN NULL;
     END IF;
 
@@ -190,15 +191,10 @@ BEGIN
                       || ' a log written meanwhile would not be seen.';
     END IF;
 
-    IF v_scope IS NULL THEN
-        v_ref := format('l.%I = o.id', v_col);
-    ELSE
-        v_ref := format('l.%1$I = o.%1$I AND l.%2$I = o.id', v_scope, v_col);
-    END IF;
-
-    EXECUTE format('SELECT o.id FROM old_rows o WHERE %s'
+    EXECUTE format('SELECT o.%I FROM old_rows o WHERE %s'
                    '   AND EXISTS (SELECT 1 FROM corelog.%I l WHERE %s)'
-                   ' LIMIT 1', v_gone, v_child, v_ref) INTO v_key;
+                   ' LIMIT 1', TG_ARGV[2], v_gone, v_child, v_ref)
+       INTO v_key;
 
     IF v_key IS NOT NULL THEN
         RAISE EXCEPTION USING
@@ -206,8 +202,8 @@ BEGIN
             MESSAGE = format('update or delete on table "%s" violates the'
                              ' reference from table "%s"', TG_TABLE_NAME,
                              v_child),
-            DETAIL  = format('Key (id)=(%s) is still referenced from'
-                             ' table "%s".', v_key, v_child),
+            DETAIL  = format('Key (%s)=(%s) is still referenced from'
+                             ' table "%s".', TG_ARGV[2], v_key, v_child),
             TABLE   = v_child,
             SCHEMA  = 'corelog';
     END IF;
@@ -239,42 +235,50 @@ BEGIN
 END
 $$;
 
--- parent, child, column, scope
+-- parent, child, column, key, scope: a core log's pathname is looked up
+-- among its traffic source's logs, a logtank's stream among its group's; a
+-- core log's request and response through its claim, which cannot go
+-- while the core log is there.
 DO $$
 DECLARE
     r  record;
 BEGIN
     FOR r IN
         SELECT * FROM (VALUES
-            ('traffic_sources', 'core_logs',       'traffic_source_id', NULL),
+            ('traffic_sources', 'core_logs',       'traffic_source_id',
+             'id',          NULL),
             ('core_pathnames',  'core_logs',       'core_pathname_id',
-                                                   'traffic_source_id'),
-            ('requests',        'core_logs',       'request_id',
-                                                   'traffic_source_id'),
-            ('requests',        'core_log_claims', 'request_id',        NULL),
-            ('responses',       'core_logs',       'response_id',
-                                                   'traffic_source_id'),
-            ('responses',       'core_log_claims', 'response_id',       NULL),
-            ('channels',        'channel_logs',    'channel_id',        NULL),
-            ('accounts',        'logtanks',        'account_id',        NULL),
-            ('log_groups',      'logtanks',        'log_group_id',      NULL),
+             'id',          '''traffic_source_id'''),
+            ('requests',        'core_log_claims', 'request_id',
+             'id',          NULL),
+            ('responses',       'core_log_claims', 'response_id',
+             'id',          NULL),
+            ('core_log_claims', 'core_logs',       'id',
+             'core_log_id', '''request_id'', ''response_id'''),
+            ('channels',        'channel_logs',    'channel_id',
+             'id',          NULL),
+            ('accounts',        'logtanks',        'account_id',
+             'id',          NULL),
+            ('log_groups',      'logtanks',        'log_group_id',
+             'id',          NULL),
             ('log_streams',     'logtanks',        'log_stream_id',
-                                                   'log_group_id'))
-            AS t (parent, child, col, scope)
+             'id',          '''log_group_id'''))
+            AS t (parent, child, col, key, scope)
     LOOP
         EXECUTE format(
             'CREATE TRIGGER %1$I AFTER DELETE ON corelog.%2$I'
             ' REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT'
-            ' EXECUTE FUNCTION corelog.refuse_referenced(%3$L, %4$L%5$s)',
+            ' EXECUTE FUNCTION'
+            ' corelog.refuse_referenced(%3$L, %4$L, %5$L%6$s)',
             r.parent || '_' || r.child || '_del', r.parent, r.child, r.col,
-            coalesce(', ' || quote_literal(r.scope), ''));
+            r.key, coalesce(', ' || r.scope, ''));
         EXECUTE format(
             'CREATE TRIGGER %1$I AFTER UPDATE ON corelog.%2$I'
             ' REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows'
-            ' FOR EACH STATEMENT'
-            ' EXECUTE FUNCTION corelog.refuse_referenced(%3$L, %4$L%5$s)',
+            ' FOR EACH STATEMENT EXECUTE FUNCTION'
+            ' corelog.refuse_referenced(%3$L, %4$L, %5$L%6$s)',
             r.parent || '_' || r.child || '_upd', r.parent, r.child, r.col,
-            coalesce(', ' || quote_literal(r.scope), ''));
+            r.key, coalesce(', ' || r.scope, ''));
         EXECUTE format(
             'CREATE TRIGGER %1$I BEFORE TRUNCATE ON corelog.%2$I'
             ' FOR EACH STATEMENT'

@@ -136,19 +136,30 @@ for my $p (@referenced) {
     };
 }
 
-subtest 'the traffic source of a referenced request cannot change' => sub {
+subtest 'the scope of a referenced pathname or stream cannot change' => sub {
     my $other = $dbh->selectrow_array(q{
         INSERT INTO corelog.traffic_sources (account_id, name)
         VALUES (?, 'other') RETURNING id}, undef, $acc);
-    for my $table (qw(core_pathnames requests responses)) {
-        my $id = $s->{$table eq 'core_pathnames' ? 'core_pathname_id'
-                     : $table eq 'requests' ? 'request_id' : 'response_id'};
-        is(try("UPDATE corelog.$table SET traffic_source_id = ?
-                 WHERE id = ?", $other, $id), '23503', "$table: 23503");
-    }
+    is(try('UPDATE corelog.core_pathnames SET traffic_source_id = ?
+             WHERE id = ?', $other, $s->{core_pathname_id}), '23503',
+       'the traffic source of a referenced pathname: 23503');
     my $g2 = $t->make_log_group($acc, 'proj', 'other');
     is(try('UPDATE corelog.log_streams SET log_group_id = ? WHERE id = ?',
            $g2, $st), '23503', 'the group of a referenced stream: 23503');
+};
+
+subtest 'the claim of a core log stays while the core log does' => sub {
+    is(try('DELETE FROM corelog.core_log_claims WHERE request_id = ?',
+           $s->{request_id}), '23503', 'DELETE: 23503');
+    like($dbh->errstr, qr/core_logs/, 'the message names core_logs');
+    my ($rq2) = $t->make_request_response($s->{traffic_source_id});
+    is(try('UPDATE corelog.core_log_claims SET request_id = ?
+             WHERE request_id = ?', $rq2, $s->{request_id}), '23503',
+       'UPDATE of its request: 23503');
+    is(try('TRUNCATE corelog.core_log_claims'), '0A000', 'TRUNCATE: refused');
+    is($dbh->selectrow_array(q{SELECT count(*) FROM corelog.core_log_claims
+                                WHERE request_id = ?}, undef,
+                             $s->{request_id}), 1, 'the claim stays');
 };
 
 subtest 'under REPEATABLE READ a delete is refused (0A000)' => sub {
