@@ -1,7 +1,7 @@
 -- Migration 004: the log tables lose their foreign keys (issue 15: the
 -- per-row foreign-key triggers were ~40 % of the backends' time on the
 -- core-log route); each is replaced by a guarantee that keeps a log row
--- from pointing at a parent that is gone:
+-- from pointing at a parent that is gone, and the keys' actions stay:
 --
 --  * insert side: the module's statements lock the parent rows they check
 --    FOR KEY SHARE, in the same statement, as a foreign-key check does,
@@ -9,38 +9,62 @@
 --    SHARE needs UPDATE privilege on the table, which nginx's role does
 --    not get: the functions run with their owner's rights and do nothing
 --    but lock and return the rows asked for);
---  * delete side: a statement-level AFTER trigger on each parent refuses,
---    with SQLSTATE 23503 as ON DELETE RESTRICT would, a DELETE of a row
---    still referenced by a log row, and an UPDATE of its key (or of the
---    column the lookup goes through, see below); a BEFORE TRUNCATE
---    trigger refuses a TRUNCATE of a parent while its log table has rows.
---
--- The foreign keys were ON DELETE CASCADE: deleting a parent deleted its
--- logs.  Now it is refused while logs refer to it (drop or detach the
--- log partitions, or delete the logs, first).  Dropping and detaching
--- partitions of core_logs and channel_logs is not affected.
+--  * DELETE: the foreign keys were ON DELETE CASCADE, and a
+--    statement-level AFTER DELETE trigger on each parent deletes the log
+--    rows that refer to the rows the statement deleted, with the owner's
+--    rights as a foreign key's cascade does.  With the foreign keys
+--    between the parents, which stay and cascade, deleting an account
+--    still deletes its traffic sources, their pathnames, requests,
+--    responses, claims and core logs, its channels and their logs, its
+--    log groups, their streams and its logtanks.  A delete waits for a
+--    write that holds the row FOR KEY SHARE, then deletes that write's
+--    log too (in READ COMMITTED its trigger's statement sees it); a write
+--    that comes after the delete waits for it, finds no parent and
+--    answers 404;
+--  * UPDATE: an AFTER UPDATE trigger refuses, with SQLSTATE 23503 as the
+--    foreign keys (ON UPDATE NO ACTION) did, a change of a referenced
+--    row's key, and of the column the lookup goes through (see below);
+--  * TRUNCATE: an AFTER TRUNCATE trigger refuses (0A000, as PostgreSQL
+--    refuses to truncate a table a foreign key refers to) a TRUNCATE of a
+--    parent that leaves rows in its log table.  TRUNCATE ... CASCADE does
+--    not reach the log tables any more: name them in the same statement
+--    (TRUNCATE corelog.channels, corelog.channel_logs).
 --
 -- The lookups use the existing indexes on the partitioned tables:
 -- core_logs (traffic_source_id, created_at), channel_logs (channel_id,
 -- created_at), core_log_claims (request_id) and (response_id), logtanks
 -- (account_id, project_id, ...).  core_logs has no index on
--- core_pathname_id, request_id or response_id: a core log's request and
--- response are found through its claim (core_log_claims' keys), and a
--- claim cannot be deleted or changed while its core log is there (looked
--- up by the core logs' primary key); a core log's pathname belongs to its
--- traffic source (the module's statement checks it), so it is looked up
--- among that traffic source's logs, and a change of the traffic source of
--- a referenced pathname is refused too.  The same for a log stream's
--- group, whose logtanks are found through the one new index, logtanks
--- (log_group_id, log_stream_id).  No unique index spans the partitions.
+-- core_pathname_id, request_id or response_id:
+--
+--  * a core log's request and response are found through its claim
+--    (core_log_claims' keys), and the claim's own trigger deletes its core
+--    log (found by core_logs' primary key): deleting a request or a
+--    response deletes its claim and its core log, as before.  Deleting a
+--    claim now deletes its core log too (it used to stay, without a
+--    claim), and a claim's request, response or core log cannot change
+--    while its core log is there;
+--  * a core log's pathname belongs to its traffic source (the module's
+--    statement checks it), so it is looked up among that traffic source's
+--    logs, and a change of the traffic source of a referenced pathname is
+--    refused.  The same for a logtank's stream, looked up among its
+--    group's logtanks through the one new index, logtanks (log_group_id,
+--    log_stream_id), and for its group, looked up with its account (the
+--    logtank's, checked by the module too).  Such a scope is made a key (a
+--    unique index with the id, below), as for a composite foreign key, so
+--    that changing it waits for the writes in progress.
+--
+-- No unique index spans the partitions; dropping or detaching a partition
+-- of core_logs or channel_logs fires nothing (its logs' claims stay).
 --
 -- Rows inserted into the log tables by anything but the module are no
 -- longer checked against their parents.
 --
--- The delete-side check reads with the statement's snapshot; under
--- REPEATABLE READ or SERIALIZABLE that snapshot cannot see a log row
--- committed after it, so a delete of a referenced parent's row is
--- refused there (SQLSTATE 0A000): delete parents in READ COMMITTED.
+-- The triggers read with the statement's snapshot.  Under REPEATABLE READ
+-- or SERIALIZABLE that snapshot cannot see a log row committed after it,
+-- which a cascade would then leave behind: there a delete or a key change
+-- of a parent's rows, or a truncate, is refused (SQLSTATE 0A000) unless
+-- the log table is empty on disk (no partition of it has a page, so no
+-- snapshot holds a row of it).  Delete parents in READ COMMITTED.
 --
 -- Applied by scripts/migrate.sh (once, in one transaction: see there).
 
@@ -64,6 +88,19 @@ ALTER TABLE corelog.logtanks
 
 CREATE INDEX logtanks_group_stream_idx
     ON corelog.logtanks (log_group_id, log_stream_id);
+
+-- The scope of a lookup (below) is a key, as the referenced columns of a
+-- composite foreign key are: a change of it waits for the writes that hold
+-- the row FOR KEY SHARE (and the trigger then sees their logs), and a
+-- write that comes after it waits, then reads the changed row.  Without
+-- these, a pathname could move to another traffic source while a core log
+-- of it is written, and that log be missed by the pathname's delete.
+CREATE UNIQUE INDEX core_pathnames_id_traffic_source_key
+    ON corelog.core_pathnames (id, traffic_source_id);
+CREATE UNIQUE INDEX log_streams_id_group_key
+    ON corelog.log_streams (id, log_group_id);
+CREATE UNIQUE INDEX log_groups_id_account_key
+    ON corelog.log_groups (id, account_id);
 
 
 -- Insert side: lock the parents a statement checks, as a foreign-key check
@@ -101,7 +138,9 @@ $$;
 
 -- A logtank's account is locked through its log group (whose account must
 -- be the logtank's, and whose foreign key to accounts stays): deleting the
--- account deletes the group, which waits for the lock.
+-- account deletes the group, which waits for the lock; and the group cannot
+-- move to another account while a logtank of it refers to the old one
+-- (below).
 
 -- Not for everyone: only the roles that may write logs.  Those that may
 -- now (they have INSERT on a log table) get EXECUTE here, so that an
@@ -145,35 +184,102 @@ END
 $$;
 
 
--- Delete side: corelog.refuse_referenced(child, column, key[, scope ...]),
--- an AFTER DELETE or UPDATE trigger, statement-level, with the statement's
--- old rows (and new rows for UPDATE) as transition tables.  It refuses the
--- statement when a row it deleted, or whose key or scope it changed (an old
--- (key, scope) no new row still has), is still referenced: when a row of
--- corelog.<child> has <column> = the row's <key>, the way ON DELETE
--- RESTRICT does (SQLSTATE 23503).  A scope is a column of the same name
--- and value in the parent and the child: the child rows are looked up
--- among the scope's rows, through the child's index on it.
+-- The triggers on the parents.  Each is statement-level, with the
+-- statement's old rows (and new rows for UPDATE) as transition tables, and
+-- takes (child, column, key[, scope ...]): a row of corelog.<child> refers
+-- to a parent's row when its <column> = the row's <key>.  A scope is a
+-- column of the same name and value in the parent and the child: the
+-- child rows are looked up among the scope's rows, through the child's
+-- index on it, so a change of the scope is a change of the key.  They run
+-- with their owner's rights, as a foreign key's checks and cascades do.
 
-CREATE FUNCTION corelog.refuse_referenced()
+-- corelog.log_table_has_pages(child): whether any partition of
+-- corelog.<child> has a page on disk.  When none has, no snapshot, however
+-- old, holds a row of it.
+CREATE FUNCTION corelog.log_table_has_pages(p_child text)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp AS $$
+    SELECT EXISTS (
+        SELECT 1
+          FROM pg_partition_tree(format('corelog.%I', p_child)::regclass) t
+         WHERE t.isleaf AND pg_relation_size(t.relid) > 0)
+$$;
+
+-- corelog.refuse_old_snapshot(parent, child, what): refuses (0A000) the
+-- statement under REPEATABLE READ or SERIALIZABLE, whose snapshot would
+-- not see a log of corelog.<child> committed after it, unless that table
+-- is empty on disk.
+CREATE FUNCTION corelog.refuse_old_snapshot(p_parent text, p_child text,
+                                            p_what text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF current_setting('transaction_isolation') <> 'read committed'
+       AND corelog.log_table_has_pages(p_child)
+    THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'feature_not_supported',
+            MESSAGE = format('corelog: %s table "%s" in READ COMMITTED only',
+                             p_what, p_parent),
+            HINT    = format('Under %s a row of table "%s" written'
+                             ' meanwhile would not be seen.',
+                             upper(current_setting('transaction_isolation')),
+                             p_child);
+    END IF;
+END
+$$;
+
+-- AFTER DELETE: deletes the rows of the child that referred to the rows
+-- the statement deleted, as ON DELETE CASCADE did.  The child's own
+-- triggers (a claim's) cascade on.
+CREATE FUNCTION corelog.cascade_delete()
 RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_child  text := TG_ARGV[0];
+    v_ref    text := format('l.%I = o.%I', TG_ARGV[1], TG_ARGV[2]);
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM old_rows) THEN
+        RETURN NULL;
+    END IF;
+    FOR i IN 3 .. TG_NARGS - 1 LOOP
+        v_ref := v_ref || format(' AND l.%1$I = o.%1$I', TG_ARGV[i]);
+    END LOOP;
+
+    PERFORM corelog.refuse_old_snapshot(TG_TABLE_NAME, v_child,
+                                        'delete rows of');
+
+    -- a new statement, a new snapshot: it sees the logs of the writes
+    -- whose FOR KEY SHARE locks the delete has waited for
+    EXECUTE format('DELETE FROM corelog.%I l USING old_rows o WHERE %s',
+                   v_child, v_ref);
+    RETURN NULL;
+END
+$$;
+
+-- AFTER UPDATE: refuses, with SQLSTATE 23503 as ON UPDATE NO ACTION did,
+-- the statement when it changed the key or scope of a row (an old (key,
+-- scope) no new row still has) that a row of the child still refers to.
+CREATE FUNCTION corelog.refuse_key_change()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_key    uuid;
     v_child  text := TG_ARGV[0];
     v_same   text := format('n.%1$I = o.%1$I', TG_ARGV[2]);
     v_ref    text := format('l.%I = o.%I', TG_ARGV[1], TG_ARGV[2]);
-    v_gone   text := 'TRUE';
+    v_gone   text;
     v_found  boolean;
 BEGIN
     FOR i IN 3 .. TG_NARGS - 1 LOOP
         v_same := v_same || format(' AND n.%1$I = o.%1$I', TG_ARGV[i]);
         v_ref := v_ref || format(' AND l.%1$I = o.%1$I', TG_ARGV[i]);
     END LOOP;
-    IF TG_OP = 'UPDATE' THEN
-        v_gone := 'NOT EXISTS (SELECT 1 FROM new_rows n WHERE ' || v_same
-                  || ')';
-    END IF;
+    v_gone := 'NOT EXISTS (SELECT 1 FROM new_rows n WHERE ' || v_same || ')';
 
     EXECUTE format('SELECT EXISTS (SELECT 1 FROM old_rows o WHERE %s)',
                    v_gone) INTO v_found;
@@ -181,15 +287,8 @@ BEGIN
         RETURN NULL;
     END IF;
 
-    IF current_setting('transaction_isolation') <> 'read committed' THEN
-        RAISE EXCEPTION USING
-            ERRCODE = 'feature_not_supported',
-            MESSAGE = format('corelog: delete rows of table "%s", or change'
-                             ' their keys, in READ COMMITTED only',
-                             TG_TABLE_NAME),
-            HINT    = 'Under ' || current_setting('transaction_isolation')
-                      || ' a log written meanwhile would not be seen.';
-    END IF;
+    PERFORM corelog.refuse_old_snapshot(TG_TABLE_NAME, v_child,
+                                        'change the keys of rows of');
 
     EXECUTE format('SELECT o.%I FROM old_rows o WHERE %s'
                    '   AND EXISTS (SELECT 1 FROM corelog.%I l WHERE %s)'
@@ -199,9 +298,8 @@ BEGIN
     IF v_key IS NOT NULL THEN
         RAISE EXCEPTION USING
             ERRCODE = 'foreign_key_violation',
-            MESSAGE = format('update or delete on table "%s" violates the'
-                             ' reference from table "%s"', TG_TABLE_NAME,
-                             v_child),
+            MESSAGE = format('update on table "%s" violates the reference'
+                             ' from table "%s"', TG_TABLE_NAME, v_child),
             DETAIL  = format('Key (%s)=(%s) is still referenced from'
                              ' table "%s".', TG_ARGV[2], v_key, v_child),
             TABLE   = v_child,
@@ -212,33 +310,52 @@ BEGIN
 END
 $$;
 
--- TRUNCATE fires no delete trigger: refuse it while the child has rows.
+-- AFTER TRUNCATE (which fires no delete trigger): refuses the truncate
+-- while the child has rows, after the statement has truncated every table
+-- it names, so that a parent and its log table truncate together.
 -- TG_ARGV: the child tables.
 CREATE FUNCTION corelog.refuse_truncate()
 RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_child  text;
     v_found  boolean;
 BEGIN
     FOREACH v_child IN ARRAY TG_ARGV LOOP
-        EXECUTE format('SELECT EXISTS (SELECT 1 FROM corelog.%I)', v_child)
-           INTO v_found;
+        IF current_setting('transaction_isolation') = 'read committed' THEN
+            EXECUTE format('SELECT EXISTS (SELECT 1 FROM corelog.%I)',
+                           v_child) INTO v_found;
+        ELSE
+            -- an old snapshot could miss a row committed meanwhile
+            v_found := corelog.log_table_has_pages(v_child);
+        END IF;
         IF v_found THEN
             RAISE EXCEPTION USING
                 ERRCODE = 'feature_not_supported',
                 MESSAGE = format('cannot truncate table "%s": table "%s"'
-                                 ' refers to it', TG_TABLE_NAME, v_child);
+                                 ' refers to it', TG_TABLE_NAME, v_child),
+                HINT    = format('Truncate table "%s" in the same'
+                                 ' statement.', v_child);
         END IF;
     END LOOP;
     RETURN NULL;
 END
 $$;
 
+-- Trigger functions that run with their owner's rights: only the owner
+-- may attach them (CREATE TRIGGER needs EXECUTE; firing does not), or a
+-- role could delete any log through a trigger on a table of its own.
+REVOKE EXECUTE ON FUNCTION
+    corelog.cascade_delete(), corelog.refuse_key_change(),
+    corelog.refuse_truncate(), corelog.refuse_old_snapshot(text, text, text),
+    corelog.log_table_has_pages(text)
+  FROM PUBLIC;
+
 -- parent, child, column, key, scope: a core log's pathname is looked up
--- among its traffic source's logs, a logtank's stream among its group's; a
--- core log's request and response through its claim, which cannot go
--- while the core log is there.
+-- among its traffic source's logs, a logtank's stream among its group's,
+-- a logtank's group among its account's; a core log's request and response
+-- through its claim.
 DO $$
 DECLARE
     r  record;
@@ -260,7 +377,7 @@ BEGIN
             ('accounts',        'logtanks',        'account_id',
              'id',          NULL),
             ('log_groups',      'logtanks',        'log_group_id',
-             'id',          NULL),
+             'id',          '''account_id'''),
             ('log_streams',     'logtanks',        'log_stream_id',
              'id',          '''log_group_id'''))
             AS t (parent, child, col, key, scope)
@@ -269,18 +386,18 @@ BEGIN
             'CREATE TRIGGER %1$I AFTER DELETE ON corelog.%2$I'
             ' REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT'
             ' EXECUTE FUNCTION'
-            ' corelog.refuse_referenced(%3$L, %4$L, %5$L%6$s)',
+            ' corelog.cascade_delete(%3$L, %4$L, %5$L%6$s)',
             r.parent || '_' || r.child || '_del', r.parent, r.child, r.col,
             r.key, coalesce(', ' || r.scope, ''));
         EXECUTE format(
             'CREATE TRIGGER %1$I AFTER UPDATE ON corelog.%2$I'
             ' REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows'
             ' FOR EACH STATEMENT EXECUTE FUNCTION'
-            ' corelog.refuse_referenced(%3$L, %4$L, %5$L%6$s)',
+            ' corelog.refuse_key_change(%3$L, %4$L, %5$L%6$s)',
             r.parent || '_' || r.child || '_upd', r.parent, r.child, r.col,
             r.key, coalesce(', ' || r.scope, ''));
         EXECUTE format(
-            'CREATE TRIGGER %1$I BEFORE TRUNCATE ON corelog.%2$I'
+            'CREATE TRIGGER %1$I AFTER TRUNCATE ON corelog.%2$I'
             ' FOR EACH STATEMENT'
             ' EXECUTE FUNCTION corelog.refuse_truncate(%3$L)',
             r.parent || '_' || r.child || '_truncate', r.parent, r.child);

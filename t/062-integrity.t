@@ -1,14 +1,18 @@
 #!/usr/bin/perl
 
-# Migration 004: the log tables have no foreign keys, and the guarantee
-# they gave holds without them.  A referenced traffic source, pathname,
-# request, response, channel, log group, log stream or account cannot be
-# deleted (23503, the row stays), nor its key changed, nor its table
-# truncated; an unreferenced one can.  A channel deleted while a log of it
-# is written: either the write waits for the delete and answers 404, or
-# the delete waits for the write and fails; never an orphan.  No log row
-# refers to a missing parent at the end, and log partitions still detach
-# and drop.
+# Migration 004: the log tables have no foreign keys, and what the keys
+# did still holds.  Deleting a traffic source, pathname, request,
+# response, claim, channel, log group, log stream or account deletes the
+# logs that refer to it, as ON DELETE CASCADE did (one subtest per former
+# foreign key; another account's logs stay).  A change of a referenced key
+# (or of the traffic source, group or account a lookup goes through) is
+# refused with 23503, a TRUNCATE that would leave logs behind with 0A000,
+# and so is, under REPEATABLE READ, a delete whose snapshot could miss a
+# log.  With a second session: a delete that comes first makes the write
+# wait and answer 404; a write that comes first makes the delete wait, and
+# its log is deleted with the rest; a pathname cannot move to another
+# traffic source under a write, either way.  No log row refers to a
+# missing parent at the end, and log partitions still detach and drop.
 
 use strict;
 use warnings;
@@ -39,10 +43,12 @@ my $acc = $t->make_account('acme');
 my $tok = $t->make_token($acc);
 my $tok_p = $t->make_token($acc, domain => 'dom', project => 'proj');
 
-sub post_core {
-    my ($s) = @_;
-    return $t->http(POST => "/core-log/$s->{traffic_source_id}",
-        headers => { Authorization => "Bearer $tok",
+# the requests of the three routes, for $t->http and $t->http_start; the
+# token is $acc's unless given
+sub core_req {
+    my ($s, $token) = @_;
+    return (POST => "/core-log/$s->{traffic_source_id}",
+        headers => { Authorization => 'Bearer ' . ($token // $tok),
                      'Content-Type' => 'application/json' },
         body => encode_json({ status => 200, method => 'GET',
                               elapsedTime => 1,
@@ -52,22 +58,30 @@ sub post_core {
 }
 
 sub channel_req {
-    my ($ch, $label) = @_;
+    my ($ch, $label, $token) = @_;
     return (POST => '/api/v1/log/create',
-        headers => { Authorization => "Bearer $tok",
+        headers => { Authorization => 'Bearer ' . ($token // $tok),
                      'Content-Type' => 'application/json' },
         body => encode_json({ channel_id => $ch, label => $label }));
 }
 
-sub post_logtank {
-    my ($g, $s, $res) = @_;
-    return $t->http(POST => '/v1/logtanks',
-        headers => { 'X-Auth-Token' => $tok_p,
+sub logtank_req {
+    my ($g, $s, $res, $token) = @_;
+    return (POST => '/v1/logtanks',
+        headers => { 'X-Auth-Token' => $token // $tok_p,
                      'Content-Type' => 'application/json' },
         body => encode_json({ logtank => { resource_type => 'LISTENER',
                                            resource_id => $res,
                                            log_group_id => $g,
                                            log_stream_id => $s } }));
+}
+
+# written($status, request): the write, which must answer $status
+sub written {
+    my ($want, @req) = @_;
+    my $r = $t->http(@req);
+    die "a write answered $r->{status}, not $want:\n$r->{raw}\n"
+        unless $r->{status} == $want;
 }
 
 # try($sql, @bind): undef if it ran, else the SQLSTATE it failed with
@@ -77,10 +91,41 @@ sub try {
     return eval { $dbh->do($sql, undef, @bind); 1 } ? undef : $dbh->state;
 }
 
+# count_of('table WHERE ...', @bind): how many rows of corelog.table
+sub count_of {
+    my ($from, @bind) = @_;
+    return scalar $dbh->selectrow_array(
+        "SELECT count(*) FROM corelog.$from", undef, @bind);
+}
+
 sub exists_row {
     my ($table, $id) = @_;
-    return scalar $dbh->selectrow_array(
-        "SELECT count(*) FROM corelog.$table WHERE id = ?", undef, $id);
+    return count_of("$table WHERE id = ?", $id);
+}
+
+# A core log written by hand, not by the module: $ts's, with the pathname,
+# request and response of $s (another traffic source's), so that only the
+# traffic source's own trigger finds it.
+sub hand_core_log {
+    my ($ts, $s) = @_;
+    $dbh->do(q{INSERT INTO corelog.core_logs
+                 (id, traffic_source_id, core_pathname_id, request_id,
+                  response_id, status, method, level, elapsed_time,
+                  created_at)
+               VALUES (gen_random_uuid(), ?, ?, ?, ?, 200, 'GET', 'info', 1,
+                       now())}, undef,
+             $ts, @$s{qw(core_pathname_id request_id response_id)});
+}
+
+# A logtank written by hand: $account's, in the group and stream given.
+sub hand_logtank {
+    my ($account, $g, $st) = @_;
+    return scalar $dbh->selectrow_array(q{INSERT INTO corelog.logtanks
+            (id, account_id, project_id, resource_type, resource_id,
+             log_group_id, log_stream_id, created_at, updated_at)
+        VALUES (gen_random_uuid(), ?, 'proj', 'LISTENER',
+                gen_random_uuid()::text, ?, ?, now(), now())
+        RETURNING id}, undef, $account, $g, $st);
 }
 
 subtest 'the log tables have no foreign keys; the others keep theirs' => sub {
@@ -97,23 +142,197 @@ subtest 'the log tables have no foreign keys; the others keep theirs' => sub {
         or diag explain $fk;
 };
 
-# referenced parents: one of each, with a log written by the module
+# ON DELETE CASCADE.  world(): an account with logs written by the module:
+# a traffic source with two pathnames and a core log on each (each with
+# its own request, response and claim), two channels with two logs and
+# one, two log groups (the first with two streams) and a logtank on each
+# of the three streams.  present($w): what is left of them.
+
+sub world {
+    my %w = (acc => $t->make_account('world'));
+    $w{tok} = $t->make_token($w{acc});
+    $w{tok_p} = $t->make_token($w{acc}, domain => 'dom', project => 'proj');
+
+    my $s = $t->seed_corelog($w{acc});
+    $w{ts} = $s->{traffic_source_id};
+    my ($cp) = $dbh->selectrow_array(q{
+        INSERT INTO corelog.core_pathnames (traffic_source_id, pathname)
+        VALUES (?, '/second') RETURNING id}, undef, $w{ts});
+    my %s2 = (%$s, core_pathname_id => $cp);
+    @s2{qw(request_id response_id)} = $t->make_request_response($w{ts});
+    $w{core} = [$s, \%s2];
+    written(201, core_req($_, $w{tok})) for @{$w{core}};
+
+    $w{ch} = [map { $t->make_channel($w{acc}, "ch$_") } 0, 1];
+    written(202, channel_req($w{ch}[0], "l$_", $w{tok})) for 1, 2;
+    written(202, channel_req($w{ch}[1], 'l3', $w{tok}));
+
+    $w{g} = [map { $t->make_log_group($w{acc}, 'proj', "g$_") } 0, 1];
+    $w{st} = [$t->make_log_stream($w{g}[0], 's0'),
+              $t->make_log_stream($w{g}[0], 's1'),
+              $t->make_log_stream($w{g}[1], 's2')];
+    $w{res} = [qw(r0 r1 r2)];
+    written(201, logtank_req($w{g}[$_ == 2 ? 1 : 0], $w{st}[$_],
+                             $w{res}[$_], $w{tok_p}))
+        for 0 .. 2;
+    return \%w;
+}
+
+sub present {
+    my ($w) = @_;
+    return {
+        core_logs => [map { count_of('core_logs WHERE request_id = ?',
+                                     $_->{request_id}) } @{$w->{core}}],
+        claims => [map { count_of('core_log_claims WHERE request_id = ?',
+                                  $_->{request_id}) } @{$w->{core}}],
+        channel_logs => [map { count_of('channel_logs WHERE channel_id = ?',
+                                        $_) } @{$w->{ch}}],
+        logtanks => [map { count_of('logtanks WHERE account_id = ?
+                                      AND resource_id = ?', $w->{acc}, $_) }
+                     @{$w->{res}}],
+    };
+}
+
+my %whole = (core_logs => [1, 1], claims => [1, 1], channel_logs => [2, 1],
+             logtanks => [1, 1, 1]);
+
+sub deleted {
+    my ($table, $id) = @_;
+    is(try("DELETE FROM corelog.$table WHERE id = ?", $id), undef,
+       "DELETE from $table: done");
+    is(exists_row($table, $id), 0, 'the row is gone');
+}
+
+# [the former foreign keys, the delete (given the world), what is left]
+my @cascades = (
+    ['core_logs.traffic_source_id: a traffic source', sub {
+        my ($w) = @_;
+        my $z = $t->seed_corelog($w->{acc});
+        hand_core_log($w->{ts}, $z);
+        deleted(traffic_sources => $w->{ts});
+        is(count_of('core_logs WHERE traffic_source_id = ?', $w->{ts}), 0,
+           'all its core logs, one written by hand with the pathname,'
+           . ' request and response of another source too');
+        is(count_of("$_ WHERE traffic_source_id = ?", $w->{ts}), 0,
+           "its $_ (their foreign key)")
+            for qw(core_pathnames requests responses);
+        is(exists_row(core_pathnames => $z->{core_pathname_id}), 1,
+           "the other source's pathname stays");
+     }, { core_logs => [0, 0], claims => [0, 0] }],
+
+    ['core_logs.core_pathname_id: a pathname', sub {
+        my ($w) = @_;
+        deleted(core_pathnames => $w->{core}[0]{core_pathname_id});
+        is(exists_row(requests => $w->{core}[0]{request_id}), 1,
+           'the request of its core log stays');
+     }, { core_logs => [0, 1] }],
+
+    # a request, then a response: the same with the other one
+    (map {
+        my ($k, $other) = @$_;
+        (["core_logs.${k}_id, core_log_claims.${k}_id: a $k", sub {
+            my ($w) = @_;
+            deleted("${k}s" => $w->{core}[0]{"${k}_id"});
+            is(exists_row("${other}s" => $w->{core}[0]{"${other}_id"}), 1,
+               "the $other of its core log stays");
+          }, { core_logs => [0, 1], claims => [0, 1] }],
+
+         ["core_log_claims.${k}_id: a $k whose core log is gone", sub {
+            my ($w) = @_;
+            $dbh->do("DELETE FROM corelog.core_logs WHERE ${k}_id = ?",
+                     undef, $w->{core}[0]{"${k}_id"});
+            deleted("${k}s" => $w->{core}[0]{"${k}_id"});
+          }, { core_logs => [0, 1], claims => [0, 1] }]);
+     } [qw(request response)], [qw(response request)]),
+
+    ['(the claim of a core log): a claim', sub {
+        my ($w) = @_;
+        is(try('DELETE FROM corelog.core_log_claims WHERE request_id = ?',
+               $w->{core}[0]{request_id}), undef, 'DELETE: done');
+        is(exists_row(requests => $w->{core}[0]{request_id})
+           + exists_row(responses => $w->{core}[0]{response_id}), 2,
+           'its request and response stay');
+     }, { core_logs => [0, 1], claims => [0, 1] }],
+
+    ['channel_logs.channel_id: a channel', sub {
+        my ($w) = @_;
+        deleted(channels => $w->{ch}[0]);
+     }, { channel_logs => [0, 1] }],
+
+    ['logtanks.log_group_id: a log group', sub {
+        my ($w) = @_;
+        my $lt = hand_logtank($w->{acc}, $w->{g}[0], $w->{st}[2]);
+        deleted(log_groups => $w->{g}[0]);
+        is(exists_row(log_streams => $w->{st}[0])
+           + exists_row(log_streams => $w->{st}[1]), 0,
+           'its streams (their foreign key)');
+        is(exists_row(logtanks => $lt), 0, 'a logtank written by hand in'
+           . ' it with the stream of another group too');
+     }, { logtanks => [0, 0, 1] }],
+
+    ['logtanks.log_stream_id: a log stream', sub {
+        my ($w) = @_;
+        deleted(log_streams => $w->{st}[0]);
+     }, { logtanks => [0, 1, 1] }],
+
+    ['logtanks.account_id: an account (and all it has)', sub {
+        my ($w) = @_;
+        my $z = $t->make_account('elsewhere');
+        my $zg = $t->make_log_group($z, 'proj');
+        my $lt = hand_logtank($w->{acc}, $zg, $t->make_log_stream($zg));
+        deleted(accounts => $w->{acc});
+        is(exists_row(logtanks => $lt), 0,
+           'a logtank written by hand in a group of another account too');
+        is(exists_row(log_groups => $zg), 1, 'that group stays');
+     }, { core_logs => [0, 0], claims => [0, 0], channel_logs => [0, 0],
+          logtanks => [0, 0, 0] }],
+);
+
+my $other = world();
+
+for my $c (@cascades) {
+    my ($name, $delete, $left) = @$c;
+    subtest "cascade, $name" => sub {
+        my $w = world();
+        is_deeply(present($w), \%whole, 'before: all the logs');
+        $delete->($w);
+        is_deeply(present($w), { %whole, %$left },
+                  'after: its logs gone, the others there')
+            or diag explain present($w);
+        is_deeply(present($other), \%whole, "another account's: all there");
+    };
+}
+
+subtest 'a delete of many rows at once' => sub {
+    my $w = world();
+    is(try('DELETE FROM corelog.requests WHERE traffic_source_id = ?',
+           $w->{ts}), undef, 'the requests of a traffic source: deleted');
+    is_deeply(present($w), { %whole, core_logs => [0, 0], claims => [0, 0] },
+              'their claims and core logs with them');
+    is(try('DELETE FROM corelog.channels WHERE account_id = ?', $w->{acc}),
+       undef, 'the channels of an account: deleted');
+    is_deeply(present($w)->{channel_logs}, [0, 0], 'their logs with them');
+};
+
+# referenced parents, with a log written by the module: their keys stay
 
 my $s = $t->seed_corelog($acc);
-is(post_core($s)->{status}, 201, 'a core log: 201');
+is($t->http(core_req($s))->{status}, 201, 'a core log: 201');
 my $ch = $t->make_channel($acc, 'used');
 is($t->http(channel_req($ch, 'x'))->{status}, 202, 'a channel log: 202');
 my $g = $t->make_log_group($acc, 'proj', 'used');
 my $st = $t->make_log_stream($g, 'used');
-is(post_logtank($g, $st, 'r1')->{status}, 201, 'a logtank: 201');
+is($t->http(logtank_req($g, $st, 'r1'))->{status}, 201, 'a logtank: 201');
 
+# [table, id, the log table the refusal names (undef: a foreign key of
+# another table refers to it too, and refuses first)]
 my @referenced = (
-    [traffic_sources => $s->{traffic_source_id}, 'core_logs'],
+    [traffic_sources => $s->{traffic_source_id}, undef],
     [core_pathnames  => $s->{core_pathname_id},  'core_logs'],
-    [requests        => $s->{request_id},        'core_log'],
-    [responses       => $s->{response_id},       'core_log'],
+    [requests        => $s->{request_id},        'core_log_claims'],
+    [responses       => $s->{response_id},       'core_log_claims'],
     [channels        => $ch,                     'channel_logs'],
-    [log_groups      => $g,                      'logtanks'],
+    [log_groups      => $g,                      undef],
     [log_streams     => $st,                     'logtanks'],
     [accounts        => $acc,                    undef],
 );
@@ -121,55 +340,156 @@ my @referenced = (
 for my $p (@referenced) {
     my ($table, $id, $child) = @$p;
     subtest "a referenced row of $table" => sub {
-        is(try("DELETE FROM corelog.$table WHERE id = ?", $id), '23503',
-           'DELETE: 23503');
-        like($dbh->errstr, qr/\Q$child\E/, "the message names $child")
-            if defined $child;
-        is(exists_row($table, $id), 1, 'the row stays');
         is(try("UPDATE corelog.$table SET id = gen_random_uuid()
                  WHERE id = ?", $id), '23503', 'UPDATE of its id: 23503');
+        like($dbh->errstr, qr/\Q"$child"\E/, "the message names $child")
+            if defined $child;
         is(try("UPDATE corelog.$table SET created_at = now() WHERE id = ?",
                $id), undef, 'UPDATE of another column: fine');
         is(try("TRUNCATE corelog.$table CASCADE"), '0A000',
-           'TRUNCATE: refused');
+           'TRUNCATE ... CASCADE: refused');
         is(exists_row($table, $id), 1, 'the row stays');
     };
 }
 
-subtest 'the scope of a referenced pathname or stream cannot change' => sub {
-    my $other = $dbh->selectrow_array(q{
+subtest 'a key only a log written by hand refers to cannot change' => sub {
+    my $z = $t->seed_corelog($acc);
+    my ($ts) = $dbh->selectrow_array(q{
+        INSERT INTO corelog.traffic_sources (account_id, name)
+        VALUES (?, 'bare') RETURNING id}, undef, $acc);
+    hand_core_log($ts, $z);
+    is(try('UPDATE corelog.traffic_sources SET id = gen_random_uuid()
+             WHERE id = ?', $ts), '23503', 'a traffic source: 23503');
+    like($dbh->errstr, qr/"core_logs"/, 'naming core_logs');
+
+    my $a2 = $t->make_account('bare');
+    hand_logtank($a2, $g, $st);
+    is(try('UPDATE corelog.accounts SET id = gen_random_uuid()
+             WHERE id = ?', $a2), '23503', 'an account: 23503');
+    like($dbh->errstr, qr/"logtanks"/, 'naming logtanks');
+
+    my $g2 = $t->make_log_group($acc, 'proj', 'bare');
+    hand_logtank($acc, $g2, $st);
+    is(try('UPDATE corelog.log_groups SET id = gen_random_uuid()
+             WHERE id = ?', $g2), '23503', 'a log group: 23503');
+    like($dbh->errstr, qr/"logtanks"/, 'naming logtanks');
+
+    deleted(traffic_sources => $ts);
+    is(count_of('core_logs WHERE traffic_source_id = ?', $ts), 0,
+       'its log with it');
+    deleted(accounts => $a2);
+    deleted(log_groups => $g2);
+    is(count_of('logtanks WHERE account_id = ? OR log_group_id = ?',
+                $a2, $g2), 0, 'their logtanks with them');
+};
+
+subtest 'the scope of a referenced pathname, stream or group stays' => sub {
+    my $other_ts = $dbh->selectrow_array(q{
         INSERT INTO corelog.traffic_sources (account_id, name)
         VALUES (?, 'other') RETURNING id}, undef, $acc);
     is(try('UPDATE corelog.core_pathnames SET traffic_source_id = ?
-             WHERE id = ?', $other, $s->{core_pathname_id}), '23503',
+             WHERE id = ?', $other_ts, $s->{core_pathname_id}), '23503',
        'the traffic source of a referenced pathname: 23503');
     my $g2 = $t->make_log_group($acc, 'proj', 'other');
     is(try('UPDATE corelog.log_streams SET log_group_id = ? WHERE id = ?',
            $g2, $st), '23503', 'the group of a referenced stream: 23503');
+    my $a2 = $t->make_account('other');
+    is(try('UPDATE corelog.log_groups SET account_id = ? WHERE id = ?',
+           $a2, $g), '23503', 'the account of a referenced group: 23503');
+    my ($free_cp) = $dbh->selectrow_array(q{
+        INSERT INTO corelog.core_pathnames (traffic_source_id, pathname)
+        VALUES (?, '/free') RETURNING id}, undef, $s->{traffic_source_id});
+    is(try('UPDATE corelog.core_pathnames SET traffic_source_id = ?
+             WHERE id = ?', $other_ts, $free_cp), undef,
+       'of a pathname without logs: fine');
 };
 
-subtest 'the claim of a core log stays while the core log does' => sub {
-    is(try('DELETE FROM corelog.core_log_claims WHERE request_id = ?',
-           $s->{request_id}), '23503', 'DELETE: 23503');
-    like($dbh->errstr, qr/core_logs/, 'the message names core_logs');
+subtest 'the claim of a core log keeps its keys while the core log is' => sub {
     my ($rq2) = $t->make_request_response($s->{traffic_source_id});
     is(try('UPDATE corelog.core_log_claims SET request_id = ?
              WHERE request_id = ?', $rq2, $s->{request_id}), '23503',
        'UPDATE of its request: 23503');
-    is(try('TRUNCATE corelog.core_log_claims'), '0A000', 'TRUNCATE: refused');
-    is($dbh->selectrow_array(q{SELECT count(*) FROM corelog.core_log_claims
-                                WHERE request_id = ?}, undef,
-                             $s->{request_id}), 1, 'the claim stays');
+    like($dbh->errstr, qr/"core_logs"/, 'the message names core_logs');
+    is(try('TRUNCATE corelog.core_log_claims'), '0A000',
+       'TRUNCATE without core_logs: refused');
+    is(count_of('core_log_claims WHERE request_id = ?', $s->{request_id}),
+       1, 'the claim stays');
 };
 
-subtest 'under REPEATABLE READ a delete is refused (0A000)' => sub {
+subtest 'TRUNCATE with the log tables in the same statement' => sub {
+    for my $sql ('TRUNCATE corelog.channels, corelog.channel_logs',
+                 'TRUNCATE corelog.core_log_claims, corelog.core_logs',
+                 'TRUNCATE corelog.accounts, corelog.core_logs,'
+                 . ' corelog.core_log_claims, corelog.channel_logs,'
+                 . ' corelog.logtanks CASCADE') {
+        $dbh->begin_work;
+        is(try($sql), undef, "$sql: done");
+        my @tables = $sql =~ /corelog\.(\w+)/g;
+        is_deeply([map { count_of($_) } @tables], [map { 0 } @tables],
+                  'every table named is empty');
+        $dbh->rollback;
+    }
+    is(exists_row(channels => $ch), 1, '(rolled back)');
+};
+
+subtest 'under REPEATABLE READ: refused (0A000) unless the log table'
+        . ' is empty on disk' => sub {
     my $free = $t->make_channel($acc, 'free');
+    my $delete = 'DELETE FROM corelog.channels WHERE id = ?';
+    for my $c (['REPEATABLE READ', $delete], ['SERIALIZABLE', $delete],
+               ['REPEATABLE READ', 'UPDATE corelog.channels SET id ='
+                                   . ' gen_random_uuid() WHERE id = ?'],
+               ['REPEATABLE READ', 'TRUNCATE corelog.channels CASCADE']) {
+        my ($level, $sql) = @$c;
+        $dbh->begin_work;
+        $dbh->do("SET TRANSACTION ISOLATION LEVEL $level");
+        is(try($sql, $sql =~ /\?/ ? $free : ()), '0A000',
+           "$level: $sql: 0A000");
+        $dbh->rollback;
+    }
+    is(exists_row('channels', $free), 1, 'the channel stays');
+
     $dbh->begin_work;
     $dbh->do('SET TRANSACTION ISOLATION LEVEL REPEATABLE READ');
-    is(try('DELETE FROM corelog.channels WHERE id = ?', $free), '0A000',
-       'refused');
+    is(try('TRUNCATE corelog.channels, corelog.channel_logs'), undef,
+       'TRUNCATE with its log table: done');
     $dbh->rollback;
-    is(exists_row('channels', $free), 1, 'the channel stays');
+
+    $dbh->do('CREATE DATABASE rr');
+    $t->migrate('rr');
+    my $rr = DBI->connect($t->_dsn('rr'), 'postgres', '',
+                          { AutoCommit => 1, RaiseError => 1,
+                            PrintError => 0 });
+    my $del = sub {
+        my ($c) = @_;
+        $rr->begin_work;
+        $rr->do('SET TRANSACTION ISOLATION LEVEL REPEATABLE READ');
+        my $ok = eval {
+            $rr->do('DELETE FROM corelog.channels WHERE id = ?', undef, $c);
+            1;
+        };
+        my $state = $ok ? undef : $rr->state;
+        $ok ? $rr->commit : $rr->rollback;
+        return $state;
+    };
+    my ($a) = $rr->selectrow_array(q{INSERT INTO corelog.accounts (name)
+                                     VALUES ('rr') RETURNING id});
+    my $new_channel = sub {
+        return scalar $rr->selectrow_array(q{
+            INSERT INTO corelog.channels (account_id, name)
+            VALUES (?, 'rr') RETURNING id}, undef, $a);
+    };
+    is($del->($new_channel->()), undef,
+       'a database whose channel_logs was never written: the delete runs');
+    my $c = $new_channel->();
+    $rr->do(q{INSERT INTO corelog.channel_logs (id, channel_id, label, type,
+                                               created_at)
+              VALUES (gen_random_uuid(), ?, 'l', 'action', now())},
+            undef, $c);
+    $rr->do('DELETE FROM corelog.channel_logs');
+    is($del->($new_channel->()), '0A000',
+       'once written (rows deleted, pages left): 0A000');
+    $rr->disconnect;
 };
 
 subtest 'unreferenced rows delete' => sub {
@@ -202,10 +522,10 @@ subtest 'the ownership checks still answer 404' => sub {
     my $s2 = $t->seed_corelog($acc);
     $dbh->do('DELETE FROM corelog.requests WHERE id = ?', undef,
              $s2->{request_id});
-    is(post_core($s2)->{status}, 404, 'a deleted request: 404');
+    is($t->http(core_req($s2))->{status}, 404, 'a deleted request: 404');
 };
 
-# the race, with a second session
+# the races, with a second session
 
 sub session {
     return DBI->connect($t->_dsn('corelog'), 'postgres', '',
@@ -214,10 +534,71 @@ sub session {
 }
 
 sub logs_of {
-    my ($ch) = @_;
-    return scalar $dbh->selectrow_array(
-        'SELECT count(*) FROM corelog.channel_logs WHERE channel_id = ?',
-        undef, $ch);
+    my ($c) = @_;
+    return count_of('channel_logs WHERE channel_id = ?', $c);
+}
+
+# hold($table): until release(), a write into corelog.$table waits once it
+# has locked its parents (a row trigger waits for an advisory lock that a
+# session of the test holds); unhold() drops the trigger
+sub hold {
+    my ($table) = @_;
+    my $h = session();
+    $h->do('SELECT pg_advisory_lock(6200)');
+    $dbh->do(q{
+        CREATE FUNCTION corelog.t062_hold() RETURNS trigger
+        LANGUAGE plpgsql AS $$
+        BEGIN
+            PERFORM pg_advisory_xact_lock_shared(6200);
+            RETURN NEW;
+        END $$});
+    $dbh->do(qq{CREATE TRIGGER t062_hold BEFORE INSERT ON corelog.$table
+                FOR EACH ROW EXECUTE FUNCTION corelog.t062_hold()});
+    return { session => $h, table => $table };
+}
+
+sub release { $_[0]{session}->do('SELECT pg_advisory_unlock(6200)') }
+
+sub unhold {
+    my ($hold) = @_;
+    $dbh->do("DROP TRIGGER t062_hold ON corelog.$hold->{table}");
+    $dbh->do('DROP FUNCTION corelog.t062_hold()');
+    $hold->{session}->disconnect;
+}
+
+# start($sql, @bind): $sql in a session of its own, not waited for
+sub start {
+    my ($sql, @bind) = @_;
+    my $d = session();
+    # kept: a statement handle destroyed cancels its statement
+    $d->{private_t062_sth} = $d->prepare($sql, { pg_async => PG_ASYNC });
+    $d->{private_t062_sth}->execute(@bind);
+    return $d;
+}
+
+# waits($d): whether the statement of session $d waits for a lock now (it
+# is given 10 s to)
+sub waits {
+    my ($d) = @_;
+    my $deadline = time + 10 * $t->timeout_factor;
+    while (time < $deadline) {
+        return 1 if $dbh->selectrow_array(q{
+            SELECT count(*) FROM pg_stat_activity
+             WHERE pid = ? AND wait_event_type = 'Lock'}, undef,
+            $d->{pg_pid});
+        return 0 if $d->pg_ready;
+        sleep 0.05;
+    }
+    return 0;
+}
+
+# finish($d): the SQLSTATE the statement of session $d failed with, undef
+# if it ran; closes the session
+sub finish {
+    my ($d) = @_;
+    my $state = eval { $d->pg_result; 1 } ? undef : $d->state;
+    $d->disconnect;
+    return $state;
 }
 
 subtest 'race: the delete first, the write waits and answers 404' => sub {
@@ -235,68 +616,140 @@ subtest 'race: the delete first, the write waits and answers 404' => sub {
     $d->disconnect;
 };
 
-subtest 'race: the write first, the delete waits and fails' => sub {
+subtest 'race: the write first, the delete waits, then deletes its log'
+        => sub {
     my $victim = $t->make_channel($acc, 'written first');
-
-    # hold the write after it locked its channel: its row trigger waits
-    # for an advisory lock that a third session holds
-    my $hold = session();
-    $hold->do('SELECT pg_advisory_lock(6200)');
-    $dbh->do(q{
-        CREATE FUNCTION corelog.t062_hold() RETURNS trigger
-        LANGUAGE plpgsql AS $$
-        BEGIN
-            PERFORM pg_advisory_xact_lock_shared(6200);
-            RETURN NEW;
-        END $$});
-    $dbh->do(q{CREATE TRIGGER t062_hold BEFORE INSERT ON corelog.channel_logs
-               FOR EACH ROW EXECUTE FUNCTION corelog.t062_hold()});
-
+    my $hold = hold('channel_logs');
     my $h = $t->http_start(channel_req($victim, 'racing'));
-    ok($t->wait_lock_waiters, 'the write holds its lock and waits');
+    ok($t->wait_lock_waiters, 'the write holds its channel and waits');
 
-    my $d = session();
-    my $del = $d->prepare('DELETE FROM corelog.channels WHERE id = ?',
-                          { pg_async => PG_ASYNC });
-    $del->execute($victim);
-    my $deadline = time + 10 * $t->timeout_factor;
-    my $waits = 0;
-    while (time < $deadline) {
-        $waits = $dbh->selectrow_array(q{
-            SELECT count(*) FROM pg_stat_activity
-             WHERE pid = ? AND wait_event_type = 'Lock'}, undef,
-            $d->{pg_pid});
-        last if $waits || $d->pg_ready;
-        sleep 0.05;
-    }
-    ok($waits, 'the delete waits for the write');
-
-    $hold->do('SELECT pg_advisory_unlock(6200)');
-    my $r = $t->http_finish($h);
-    is($r->{status}, 202, 'the write: 202');
-
-    my $state = eval { $d->pg_result; 1 } ? undef : $d->state;
-    is($state, '23503', 'the delete: 23503');
-    is(exists_row(channels => $victim), 1, 'the channel stays');
-    is(logs_of($victim), 1, 'its log stored');
-
-    $dbh->do('DROP TRIGGER t062_hold ON corelog.channel_logs');
-    $dbh->do('DROP FUNCTION corelog.t062_hold()');
-    $_->disconnect for $d, $hold;
+    my $d = start('DELETE FROM corelog.channels WHERE id = ?', $victim);
+    ok(waits($d), 'the delete waits for the write');
+    release($hold);
+    is($t->http_finish($h)->{status}, 202, 'the write: 202, committed');
+    is(finish($d), undef, 'then the delete: done');
+    is(exists_row(channels => $victim), 0, 'the channel is gone');
+    is(logs_of($victim), 0, 'and the log written meanwhile with it');
+    unhold($hold);
 };
+
+subtest 'race: a core log first, its request\'s delete waits, then deletes'
+        . ' its claim and core log' => sub {
+    my $s2 = $t->seed_corelog($acc);
+    my $hold = hold('core_logs');
+    my $h = $t->http_start(core_req($s2));
+    ok($t->wait_lock_waiters, 'the write holds its parents and waits');
+
+    my $d = start('DELETE FROM corelog.requests WHERE id = ?',
+                  $s2->{request_id});
+    ok(waits($d), 'the delete waits for the write');
+    release($hold);
+    is($t->http_finish($h)->{status}, 201, 'the write: 201, committed');
+    is(finish($d), undef, 'then the delete: done');
+    is(count_of('core_log_claims WHERE request_id = ?', $s2->{request_id}),
+       0, 'its claim is gone');
+    is(count_of('core_logs WHERE request_id = ?', $s2->{request_id}), 0,
+       'and its core log');
+    is(exists_row(responses => $s2->{response_id}), 1, 'its response stays');
+    unhold($hold);
+};
+
+# A pathname cannot move to another traffic source under a write of its
+# core log, nor a stream to another group or a group to another account
+# under a write of their logtank: the move waits for the write and fails,
+# or the write waits for the move and answers 404.  [what, the log table,
+# scope()]; scope(): the write and its answer, the move (SQL and values),
+# how many rows show that nothing moved (1 or 0), how many the write
+# stored, and how many it writes.
+my $n_res = 0;
+my @scopes = (
+    ['a pathname to another traffic source', 'core_logs', sub {
+        my $s2 = $t->seed_corelog($acc);
+        my $ts2 = $t->seed_corelog($acc)->{traffic_source_id};
+        return ([core_req($s2)], 201,
+                ['UPDATE corelog.core_pathnames SET traffic_source_id = ?
+                   WHERE id = ?', $ts2, $s2->{core_pathname_id}],
+                sub { count_of('core_pathnames WHERE id = ?
+                                  AND traffic_source_id = ?',
+                               @$s2{qw(core_pathname_id
+                                       traffic_source_id)}) },
+                sub { count_of('core_logs WHERE request_id = ?',
+                               $s2->{request_id})
+                      + count_of('core_log_claims WHERE request_id = ?',
+                                 $s2->{request_id}) }, 2);
+     }],
+    ['a log stream to another group', 'logtanks', sub {
+        my $g2 = $t->make_log_group($acc, 'proj');
+        my $st2 = $t->make_log_stream($g2);
+        my $g3 = $t->make_log_group($acc, 'proj');
+        return ([logtank_req($g2, $st2, 'scope' . ++$n_res)], 201,
+                ['UPDATE corelog.log_streams SET log_group_id = ?
+                   WHERE id = ?', $g3, $st2],
+                sub { count_of('log_streams WHERE id = ?
+                                  AND log_group_id = ?', $st2, $g2) },
+                sub { count_of('logtanks WHERE log_stream_id = ?', $st2) },
+                1);
+     }],
+    ['a log group to another account', 'logtanks', sub {
+        my $g2 = $t->make_log_group($acc, 'proj');
+        my $st2 = $t->make_log_stream($g2);
+        my $a2 = $t->make_account('elsewhere');
+        return ([logtank_req($g2, $st2, 'scope' . ++$n_res)], 201,
+                ['UPDATE corelog.log_groups SET account_id = ?
+                   WHERE id = ?', $a2, $g2],
+                sub { count_of('log_groups WHERE id = ? AND account_id = ?',
+                               $g2, $acc) },
+                sub { count_of('logtanks WHERE log_group_id = ?', $g2) },
+                1);
+     }],
+);
+
+for my $c (@scopes) {
+    my ($what, $table, $scope) = @$c;
+
+    subtest "race: a log first, $what cannot move under it" => sub {
+        my ($req, $status, $move, $stays, $stored, $rows) = $scope->();
+        my $hold = hold($table);
+        my $h = $t->http_start(@$req);
+        ok($t->wait_lock_waiters, 'the write holds its parents and waits');
+
+        my $d = start(@$move);
+        ok(waits($d), 'the move waits for the write');
+        release($hold);
+        is($t->http_finish($h)->{status}, $status, "the write: $status");
+        is(finish($d), '23503', 'then the move fails: 23503');
+        is($stays->(), 1, 'nothing moved');
+        is($stored->(), $rows, 'the log stored');
+        unhold($hold);
+    };
+
+    subtest "race: $what moved first, the write waits, answers 404"
+            => sub {
+        my ($req, $status, $move, $stays, $stored) = $scope->();
+        my ($sql, @bind) = @$move;
+        my $d = session();
+        $d->begin_work;
+        $d->do($sql, undef, @bind);
+
+        my $h = $t->http_start(@$req);
+        ok($t->wait_lock_waiters, 'the write waits for the move');
+        $d->commit;
+        is($t->http_finish($h)->{status}, 404, 'then answers 404');
+        is($stays->(), 0, 'moved');
+        is($stored->(), 0, 'nothing stored');
+        $d->disconnect;
+    };
+}
 
 subtest 'race: many writes and deletes at once, no orphan' => sub {
     my @chs = map { $t->make_channel($acc, "c$_") } 1 .. 20;
-    my $d = session();
     my @reqs = map { my $c = $_; map { [channel_req($c, "m$_")] } 1 .. 5 }
                @chs;
     # the deletes, one statement each, run while the writes go in
-    my @pending = @chs;
-    my $deleted = 0;
     my $pid = fork // die "fork: $!";
     if ($pid == 0) {
         my $dd = session();
-        for my $c (@pending) {
+        for my $c (@chs) {
             eval { $dd->do('DELETE FROM corelog.channels WHERE id = ?',
                            undef, $c) };
             sleep 0.002;
@@ -312,12 +765,15 @@ subtest 'race: many writes and deletes at once, no orphan' => sub {
     note('answers: ' . join ', ', map { "$_ x $st{$_}" } sort keys %st);
     is_deeply([sort keys %st], [grep { $st{$_} } qw(202 404)],
               'every write: 202 or 404') or diag explain \%st;
+    my $in = join ',', map { $dbh->quote($_) } @chs;
+    is(count_of("channels WHERE id IN ($in)"), 0, 'every channel deleted');
+    is(count_of("channel_logs WHERE channel_id IN ($in)"), 0,
+       'and every log of them, those written first too');
     my $orphans = $dbh->selectrow_array(q{
         SELECT count(*) FROM corelog.channel_logs l
          WHERE NOT EXISTS (SELECT 1 FROM corelog.channels c
                             WHERE c.id = l.channel_id)});
     is($orphans, 0, 'no orphan channel log');
-    $d->disconnect;
 };
 
 subtest 'no orphan anywhere' => sub {
@@ -341,6 +797,15 @@ subtest 'no orphan anywhere' => sub {
                                 WHERE p.id = l.$col)});
         is($n, 0, "$ref: every row has its $anti{$ref}");
     }
+    is($dbh->selectrow_array(q{
+        SELECT count(*) FROM corelog.core_logs l
+         WHERE NOT EXISTS (SELECT 1 FROM corelog.core_log_claims c
+                            WHERE c.core_log_id = l.id
+                              AND c.request_id = l.request_id
+                              AND c.response_id = l.response_id)}), 0,
+       'every core log has its claim');
+    ok(count_of('core_logs') && count_of('channel_logs')
+       && count_of('logtanks'), '(and there are logs to look at)');
 };
 
 subtest 'log partitions detach and drop; then the parents delete' => sub {
@@ -350,24 +815,27 @@ subtest 'log partitions detach and drop; then the parents delete' => sub {
     is(try('DROP TABLE corelog.channel_logs_now'), undef, 'and DROP');
     is(try('DROP TABLE corelog.core_logs_now'), undef,
        'core_logs: DROP without detaching');
-    is(try('DELETE FROM corelog.channels WHERE id = ?', $ch), undef,
-       'the channel whose logs went with the partition: deleted');
-    is(try('DELETE FROM corelog.traffic_sources WHERE id = ?',
-           $s->{traffic_source_id}), '23503',
-       'a traffic source whose claims stay: 23503');
-    is(try('DELETE FROM corelog.core_log_claims WHERE request_id = ?',
-           $s->{request_id}), undef, 'its claims deleted');
-    is(try('DELETE FROM corelog.traffic_sources WHERE id = ?',
-           $s->{traffic_source_id}), undef, 'then the traffic source');
+    is(count_of('core_log_claims WHERE request_id = ?', $s->{request_id}),
+       1, 'the claims stay');
+    deleted(channels => $ch);
+    deleted(traffic_sources => $s->{traffic_source_id});
+    is(count_of('core_log_claims WHERE request_id = ?', $s->{request_id}),
+       0, 'its claims with it');
 };
 
+# role($name, @grants): a session of a new role, which has USAGE on the
+# schema and each grant (what comes between GRANT and TO)
+sub role {
+    my ($name, @grants) = @_;
+    $dbh->do("CREATE ROLE $name LOGIN");
+    $dbh->do("GRANT $_ TO $name") for 'USAGE ON SCHEMA corelog', @grants;
+    return DBI->connect($t->_dsn('corelog'), $name, '',
+                        { AutoCommit => 1, RaiseError => 0,
+                          PrintError => 0 });
+}
+
 subtest 'FOR KEY SHARE needs UPDATE; the functions do not' => sub {
-    $dbh->do('CREATE ROLE t062_ro LOGIN');
-    $dbh->do('GRANT USAGE ON SCHEMA corelog TO t062_ro');
-    $dbh->do('GRANT SELECT ON corelog.channels TO t062_ro');
-    my $ro = DBI->connect($t->_dsn('corelog'), 't062_ro', '',
-                          { AutoCommit => 1, RaiseError => 0,
-                            PrintError => 0 });
+    my $ro = role(t062_ro => 'SELECT ON corelog.channels');
     my $c = $t->make_channel($acc, 'locked');
     ok(!$ro->do('SELECT 1 FROM corelog.channels WHERE id = ?
                  FOR KEY SHARE', undef, $c), 'SELECT FOR KEY SHARE fails');
@@ -380,6 +848,28 @@ subtest 'FOR KEY SHARE needs UPDATE; the functions do not' => sub {
            'SELECT id FROM corelog.key_share_channels(ARRAY[?::uuid])',
            undef, $c), $c, 'granted: it locks and returns the row');
     $ro->disconnect;
+};
+
+subtest 'the cascade runs with its owner\'s rights' => sub {
+    my $c = $t->make_channel($acc, 'admin');
+    is($t->http(channel_req($c, 'x'))->{status}, 202, 'a channel log');
+    my $adm = role(t062_admin => 'SELECT, DELETE ON corelog.channels');
+    ok($adm->do('DELETE FROM corelog.channels WHERE id = ?', undef, $c),
+       'a role with DELETE on channels only deletes a channel')
+        or diag $adm->errstr;
+    is(logs_of($c), 0, 'and its logs with it');
+    $adm->disconnect;
+
+    # and so not for another role's triggers
+    my $o = role(t062_other => 'CREATE ON SCHEMA public');
+    $o->do('CREATE TABLE public.t062_mine (id uuid)');
+    ok(!$o->do(q{CREATE TRIGGER t062_mine AFTER DELETE ON public.t062_mine
+                 REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT
+                 EXECUTE FUNCTION corelog.cascade_delete('channel_logs',
+                                                         'channel_id', 'id')}),
+       'another role cannot attach the cascade to a table of its own');
+    is($o->state, '42501', 'with 42501');
+    $o->disconnect;
 };
 
 subtest 'an upgrade grants the functions to the roles that write logs' => sub {
