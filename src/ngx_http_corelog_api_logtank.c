@@ -82,11 +82,12 @@ static const ngx_http_corelog_result_t  ngx_http_corelog_logtank_results[] = {
  * stream in that group, both locked FOR KEY SHARE by
  * corelog.key_share_*() as a foreign key's check would (sql/004: logtanks
  * has no foreign keys; the account is held through its group, whose
- * foreign key to accounts stays); the unique (account, project,
- * resource type, resource id) makes a second logtank for a resource a 409, also when
- * two requests race for it.  Rows are inserted in the order of that key,
- * whatever the order of the requests, so that two statements racing for
- * the same resources wait for each other in one order and never deadlock.
+ * foreign key to accounts stays); the unique (account, project, resource
+ * type, resource id) makes a second logtank for a resource a 409, also
+ * when two requests race for it.  Rows are inserted in the order of that
+ * key, whatever the order of the requests, so that two statements racing
+ * for the same resources wait for each other in one order and never
+ * deadlock.
  */
 
 static const ngx_http_corelog_stmt_t ngx_http_corelog_logtank_stmt = {
