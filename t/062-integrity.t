@@ -850,6 +850,47 @@ subtest 'FOR KEY SHARE needs UPDATE; the functions do not' => sub {
     $ro->disconnect;
 };
 
+subtest 'the functions: PL/pgSQL, and no search_path of the caller\'s' => sub {
+    # migration 005: PL/pgSQL keeps their plans for the session; without a
+    # SET clause nothing in them may depend on the caller's search_path
+    is_deeply($dbh->selectall_arrayref(q{
+        SELECT p.proname, l.lanname, p.prosecdef, p.proconfig IS NULL
+          FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang
+         WHERE p.pronamespace = 'corelog'::regnamespace
+           AND p.proname LIKE 'key\_share\_%'
+         ORDER BY 1}),
+        [map { ["key_share_$_", 'plpgsql', 1, 1] }
+             qw(channels core_pathnames log_groups log_streams requests
+                responses traffic_sources)],
+        'seven functions, PL/pgSQL, SECURITY DEFINER, no SET');
+
+    my $c = $t->make_channel($acc, 'hijack');
+    my $ev = role(t062_evil => 'CREATE ON DATABASE corelog',
+                  'SELECT ON corelog.channels');
+    $dbh->do('GRANT EXECUTE ON FUNCTION corelog.key_share_channels(uuid[])
+              TO t062_evil');
+    ok($ev->do($_), $_) or diag $ev->errstr for
+        'CREATE SCHEMA evil',
+        'CREATE FUNCTION evil.eq(uuid, uuid) RETURNS boolean
+           LANGUAGE sql AS $$ SELECT true $$',
+        'CREATE OPERATOR evil.= (LEFTARG = uuid, RIGHTARG = uuid,
+                                 FUNCTION = evil.eq)',
+        'SET search_path = evil, pg_catalog';
+    is($ev->selectrow_array('SELECT count(*) FROM corelog.channels
+                              WHERE id = ?', undef, $c),
+       $dbh->selectrow_array('SELECT count(*) FROM corelog.channels'),
+       'the role\'s own = matches every row in its own query');
+    is_deeply($ev->selectall_arrayref(
+           'SELECT id FROM corelog.key_share_channels(ARRAY[?::uuid])',
+           undef, '00000000-0000-4000-8000-00000000dead'), [],
+       'the function locks no row for an id that is none');
+    is_deeply($ev->selectall_arrayref(
+           'SELECT id FROM corelog.key_share_channels(ARRAY[?::uuid])',
+           undef, $c), [[$c]], 'and the one row asked for');
+    $ev->disconnect;
+    $dbh->do('DROP SCHEMA evil CASCADE');
+};
+
 subtest 'the cascade runs with its owner\'s rights' => sub {
     my $c = $t->make_channel($acc, 'admin');
     is($t->http(channel_req($c, 'x'))->{status}, 202, 'a channel log');
