@@ -9,6 +9,11 @@
  * to be invalid (a flood of bad tokens evicts only that one), or else in
  * PostgreSQL, many lookups per statement, in a queue of their own.  It
  * answers 204 with X-Corelog-Account/-Domain/-Project, 401, or 503.
+ *
+ * One lookup per token at a time in a worker: a request whose token is
+ * already being looked up (a burst of one new token, or of every token
+ * after a reload, which empties the caches) waits for that lookup and
+ * gets its answer.
  */
 
 
@@ -67,6 +72,10 @@ struct ngx_http_corelog_token_state_s {
     ngx_http_corelog_token_cache_t  valid;
     ngx_http_corelog_token_cache_t  invalid;
 
+    /* the lookups in flight: the ctx of the request that made each */
+    ngx_rbtree_t                 pending;
+    ngx_rbtree_node_t            pending_sentinel;
+
     /* SHA-256, fetched once: an implicit fetch on every digest is slow */
     EVP_MD                      *md;
     EVP_MD_CTX                  *md_ctx;
@@ -104,13 +113,38 @@ static const ngx_str_t  ngx_http_corelog_token_denials[] = {
 };
 
 
-typedef struct {
-    u_char                       hash[NGX_HTTP_CORELOG_HASH_LEN];
-} ngx_http_corelog_token_ctx_t;
+/*
+ * A request in the checker whose token was not cached.  Either it made
+ * the lookup of its token (it is in the worker's pending tree, by tn,
+ * and tn.queue lists the requests that wait for it), or it waits for
+ * another's (leader): then its wake event is posted with the outcome in
+ * status (0: the lookup was dropped, decide again) and in tn (the state,
+ * and for a 204 the identity).
+ */
+
+typedef struct ngx_http_corelog_token_ctx_s  ngx_http_corelog_token_ctx_t;
+
+struct ngx_http_corelog_token_ctx_s {
+    ngx_http_corelog_token_node_t   tn;          /* first: in the tree */
+    ngx_http_request_t             *request;
+    ngx_http_corelog_token_ctx_t   *leader;      /* NULL: waits for none */
+    ngx_queue_t                     link;        /* in leader->tn.queue */
+    ngx_event_t                     wake;
+    ngx_uint_t                      status;
+    unsigned                        pending:1;   /* in ts->pending */
+};
 
 
 static ngx_http_corelog_deny_e ngx_http_corelog_token_read(
     ngx_http_request_t *r, ngx_uint_t mode, ngx_str_t *token);
+static ngx_int_t ngx_http_corelog_token_decide(ngx_http_request_t *r,
+    ngx_http_corelog_token_ctx_t *tc, ngx_uint_t first);
+static void ngx_http_corelog_token_release(ngx_http_corelog_token_ctx_t *tc,
+    ngx_uint_t status, ngx_uint_t state, ngx_http_corelog_identity_t *id);
+static void ngx_http_corelog_token_wake_handler(ngx_event_t *ev);
+static void ngx_http_corelog_token_cleanup(void *data);
+static ngx_http_corelog_token_node_t *ngx_http_corelog_token_find(
+    ngx_rbtree_t *tree, u_char *hash);
 static void ngx_http_corelog_token_looked_up(ngx_http_corelog_op_t *op,
     ngx_int_t rc, PGresult *res, int row);
 static ngx_uint_t ngx_http_corelog_token_state(PGresult *res, int row);
@@ -187,6 +221,9 @@ ngx_http_corelog_token_init_process(ngx_cycle_t *cycle,
         cache->max = cmcf->token_cache_size;
     }
 
+    ngx_rbtree_init(&ts->pending, &ts->pending_sentinel,
+                    ngx_http_corelog_token_insert_value);
+
     ts->md = EVP_MD_fetch(NULL, "SHA256", NULL);
     if (ts->md == NULL) {
         ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
@@ -251,14 +288,11 @@ ngx_http_corelog_token_exit_process(ngx_cycle_t *cycle)
 ngx_int_t
 ngx_http_corelog_token_handler(ngx_http_request_t *r)
 {
-    ngx_int_t                        rc;
     ngx_str_t                        token;
-    ngx_http_corelog_op_t           *op;
+    ngx_pool_cleanup_t              *cln;
     ngx_http_corelog_deny_e          deny;
-    ngx_http_corelog_identity_t      id;
     ngx_http_corelog_loc_conf_t     *llcf;
     ngx_http_corelog_token_ctx_t    *tc;
-    ngx_http_corelog_token_node_t   *tn;
     ngx_http_corelog_token_state_t  *ts;
     ngx_http_corelog_main_conf_t    *cmcf;
 
@@ -278,25 +312,68 @@ ngx_http_corelog_token_handler(ngx_http_request_t *r)
 
     ts = cmcf->worker->token;
 
-    tc = ngx_palloc(r->pool, sizeof(ngx_http_corelog_token_ctx_t));
+    tc = ngx_pcalloc(r->pool, sizeof(ngx_http_corelog_token_ctx_t));
     if (tc == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (ngx_http_corelog_token_hash(r->connection->log, ts, &token, tc->hash)
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cln->handler = ngx_http_corelog_token_cleanup;
+    cln->data = tc;
+
+    tc->request = r;
+
+    tc->wake.handler = ngx_http_corelog_token_wake_handler;
+    tc->wake.data = tc;
+    tc->wake.log = r->connection->log;
+
+    if (ngx_http_corelog_token_hash(r->connection->log, ts, &token,
+                                    tc->tn.hash)
         != NGX_OK)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    tn = ngx_http_corelog_token_lookup(&ts->valid, tc->hash);
+    return ngx_http_corelog_token_decide(r, tc, 1);
+}
+
+
+/*
+ * From the caches, or else by the lookup in flight for the same token, or
+ * else by a lookup of its own.  "first": the request's first decision
+ * (counted as a cache hit or miss; a wait takes a reference on the
+ * request), not one made again because the lookup it waited for was
+ * dropped.  NGX_DONE: it waits.
+ */
+
+static ngx_int_t
+ngx_http_corelog_token_decide(ngx_http_request_t *r,
+    ngx_http_corelog_token_ctx_t *tc, ngx_uint_t first)
+{
+    ngx_int_t                        rc;
+    ngx_http_corelog_op_t           *op;
+    ngx_http_corelog_worker_t       *w;
+    ngx_http_corelog_identity_t      id;
+    ngx_http_corelog_token_ctx_t    *leader;
+    ngx_http_corelog_token_node_t   *tn;
+    ngx_http_corelog_token_state_t  *ts;
+
+    w = ngx_http_corelog_worker();
+    ts = w->token;
+
+    tn = ngx_http_corelog_token_lookup(&ts->valid, tc->tn.hash);
 
     if (tn) {
         ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                        "corelog token: cache hit");
 
-        ngx_http_corelog_stats_count(cmcf->worker,
-                                     NGX_HTTP_CORELOG_STATS_TOKEN_HITS);
+        if (first) {
+            ngx_http_corelog_stats_count(w, NGX_HTTP_CORELOG_STATS_TOKEN_HITS);
+        }
 
         id.account.data = tn->account;
         id.account.len = NGX_HTTP_CORELOG_UUID_LEN;
@@ -309,55 +386,86 @@ ngx_http_corelog_token_handler(ngx_http_request_t *r)
                                              NGX_HTTP_CORELOG_DENY_NONE);
     }
 
-    tn = ngx_http_corelog_token_lookup(&ts->invalid, tc->hash);
+    tn = ngx_http_corelog_token_lookup(&ts->invalid, tc->tn.hash);
 
     if (tn) {
         ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                        "corelog token: known invalid (%ui)", tn->state);
 
-        ngx_http_corelog_stats_count(cmcf->worker,
-                                     NGX_HTTP_CORELOG_STATS_TOKEN_HITS);
+        if (first) {
+            ngx_http_corelog_stats_count(w, NGX_HTTP_CORELOG_STATS_TOKEN_HITS);
+        }
 
         return ngx_http_corelog_token_deny(r, tn->state);
     }
 
-    ngx_http_corelog_stats_count(cmcf->worker,
-                                 NGX_HTTP_CORELOG_STATS_TOKEN_MISSES);
+    if (first) {
+        ngx_http_corelog_stats_count(w, NGX_HTTP_CORELOG_STATS_TOKEN_MISSES);
+
+        /*
+         * As an upstream would: the request waits for our event, and a
+         * client that goes away meanwhile ends it (the subrequest gets the
+         * client connection's read events).
+         */
+
+        r->main->count++;
+        r->read_event_handler = ngx_http_test_reading;
+    }
+
+    tn = ngx_http_corelog_token_find(&ts->pending, tc->tn.hash);
+
+    if (tn) {
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "corelog token: waits for its lookup in flight");
+
+        leader = (ngx_http_corelog_token_ctx_t *) tn;
+
+        tc->leader = leader;
+        ngx_queue_insert_tail(&leader->tn.queue, &tc->link);
+
+        return NGX_DONE;
+    }
 
     op = ngx_http_corelog_queue_op(r, &ngx_http_corelog_token_stmt);
     if (op == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        goto failed;
     }
 
-    ngx_http_corelog_value_bytea(&op->values[0], tc->hash,
+    ngx_http_corelog_value_bytea(&op->values[0], tc->tn.hash,
                                  NGX_HTTP_CORELOG_HASH_LEN);
     op->handler = ngx_http_corelog_token_looked_up;
     op->data = tc;
 
-    /*
-     * As an upstream would: the request waits for our event, and a client
-     * that goes away meanwhile ends it (the subrequest gets the client
-     * connection's read events).
-     */
+    /* in the tree first: the op's handler may run within the post */
 
-    r->main->count++;
-    r->read_event_handler = ngx_http_test_reading;
+    ngx_memcpy(&tc->tn.node.key, tc->tn.hash, sizeof(ngx_rbtree_key_t));
+    ngx_rbtree_insert(&ts->pending, &tc->tn.node);
+    ngx_queue_init(&tc->tn.queue);
+    tc->pending = 1;
 
-    rc = ngx_http_corelog_queue_post(op);
-
-    if (rc != NGX_OK) {
+    if (ngx_http_corelog_queue_post(op) != NGX_OK) {
         /* the queue layer has said why, at most once a second */
 
-        r->main->count--;
+        ngx_http_corelog_token_release(tc, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                       0, NULL);
 
-        return ngx_http_corelog_token_answer(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                             NULL, NGX_HTTP_CORELOG_DENY_NONE);
+        rc = ngx_http_corelog_token_answer(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                           NULL, NGX_HTTP_CORELOG_DENY_NONE);
+        goto failed;
     }
 
-    ngx_http_corelog_stats_count(cmcf->worker,
-                                 NGX_HTTP_CORELOG_STATS_TOKEN_LOOKUPS);
+    ngx_http_corelog_stats_count(w, NGX_HTTP_CORELOG_STATS_TOKEN_LOOKUPS);
 
     return NGX_DONE;
+
+failed:
+
+    if (first) {
+        r->main->count--;
+    }
+
+    return rc;
 }
 
 
@@ -537,11 +645,18 @@ ngx_http_corelog_token_looked_up(ngx_http_corelog_op_t *op, ngx_int_t rc,
         if (rc == NGX_HTTP_SERVICE_UNAVAILABLE
             || rc == NGX_HTTP_GATEWAY_TIME_OUT)
         {
+            ngx_http_corelog_token_release(tc, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                           0, NULL);
+
             rc = ngx_http_corelog_token_answer(r,
                                                NGX_HTTP_SERVICE_UNAVAILABLE,
                                                NULL,
                                                NGX_HTTP_CORELOG_DENY_NONE);
         } else {
+            ngx_http_corelog_token_release(tc,
+                                           NGX_HTTP_INTERNAL_SERVER_ERROR,
+                                           0, NULL);
+
             rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
@@ -568,9 +683,12 @@ ngx_http_corelog_token_looked_up(ngx_http_corelog_op_t *op, ngx_int_t rc,
 
     if (state != NGX_HTTP_CORELOG_TOKEN_VALID) {
         if (ts->invalid.max) {
-            ngx_http_corelog_token_store(&ts->invalid, tc->hash, state, NULL,
-                                         cmcf->token_cache_ttl);
+            ngx_http_corelog_token_store(&ts->invalid, tc->tn.hash, state,
+                                         NULL, cmcf->token_cache_ttl);
         }
+
+        ngx_http_corelog_token_release(tc, NGX_HTTP_UNAUTHORIZED, state,
+                                       NULL);
 
         rc = ngx_http_corelog_token_deny(r, state);
         ngx_http_corelog_request_finalize(r, rc);
@@ -588,14 +706,149 @@ ngx_http_corelog_token_looked_up(ngx_http_corelog_op_t *op, ngx_int_t rc,
     id.project.len = PQgetlength(res, row, NGX_HTTP_CORELOG_TOKEN_COL_PROJECT);
 
     if (ts->valid.max && ttl) {
-        ngx_http_corelog_token_store(&ts->valid, tc->hash, state, &id, ttl);
+        ngx_http_corelog_token_store(&ts->valid, tc->tn.hash, state, &id,
+                                     ttl);
     }
+
+    ngx_http_corelog_token_release(tc, NGX_HTTP_NO_CONTENT, state, &id);
 
     /* the values live in res: the answer copies them into the pool */
 
     rc = ngx_http_corelog_token_answer(r, NGX_HTTP_NO_CONTENT, &id,
                                        NGX_HTTP_CORELOG_DENY_NONE);
     ngx_http_corelog_request_finalize(r, rc);
+}
+
+
+/*
+ * The lookup that tc made has an outcome (status; for a 401 the token's
+ * state, for a 204 its identity), or is dropped (status 0): tc leaves the
+ * pending tree, and each request that waited for it gets the outcome in
+ * its own ctx and its wake event posted (it answers from the event loop,
+ * not from within this lookup's answer or cleanup).  A request that
+ * waited for a dropped lookup decides again.
+ */
+
+static void
+ngx_http_corelog_token_release(ngx_http_corelog_token_ctx_t *tc,
+    ngx_uint_t status, ngx_uint_t state, ngx_http_corelog_identity_t *id)
+{
+    ngx_queue_t                     *q;
+    ngx_http_corelog_token_ctx_t    *f;
+    ngx_http_corelog_worker_t       *w;
+
+    if (!tc->pending) {
+        return;
+    }
+
+    w = ngx_http_corelog_worker();
+
+    ngx_rbtree_delete(&w->token->pending, &tc->tn.node);
+    tc->pending = 0;
+
+    if (id
+        && (id->account.len != NGX_HTTP_CORELOG_UUID_LEN
+            || id->domain.len > NGX_HTTP_CORELOG_NAME_MAX
+            || id->project.len > NGX_HTTP_CORELOG_NAME_MAX))
+    {
+        /* not what a token can be: let each look it up */
+        status = 0;
+    }
+
+    while (!ngx_queue_empty(&tc->tn.queue)) {
+        q = ngx_queue_head(&tc->tn.queue);
+        ngx_queue_remove(q);
+
+        f = ngx_queue_data(q, ngx_http_corelog_token_ctx_t, link);
+        f->leader = NULL;
+        f->status = status;
+        f->tn.state = state;
+
+        if (status == NGX_HTTP_NO_CONTENT) {
+            ngx_memcpy(f->tn.account, id->account.data,
+                       NGX_HTTP_CORELOG_UUID_LEN);
+            f->tn.domain_len = id->domain.len;
+            ngx_memcpy(f->tn.domain, id->domain.data, id->domain.len);
+            f->tn.project_len = id->project.len;
+            ngx_memcpy(f->tn.project, id->project.data, id->project.len);
+        }
+
+        ngx_post_event(&f->wake, &ngx_posted_events);
+    }
+}
+
+
+static void
+ngx_http_corelog_token_wake_handler(ngx_event_t *ev)
+{
+    ngx_int_t                      rc;
+    ngx_http_request_t            *r;
+    ngx_http_corelog_identity_t    id;
+    ngx_http_corelog_token_ctx_t  *tc;
+
+    tc = ev->data;
+    r = tc->request;
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "corelog token: the lookup waited for: %ui", tc->status);
+
+    switch (tc->status) {
+
+    case 0:
+        rc = ngx_http_corelog_token_decide(r, tc, 0);
+
+        if (rc == NGX_DONE) {
+            return;
+        }
+
+        break;
+
+    case NGX_HTTP_NO_CONTENT:
+        id.account.data = tc->tn.account;
+        id.account.len = NGX_HTTP_CORELOG_UUID_LEN;
+        id.domain.data = tc->tn.domain;
+        id.domain.len = tc->tn.domain_len;
+        id.project.data = tc->tn.project;
+        id.project.len = tc->tn.project_len;
+
+        rc = ngx_http_corelog_token_answer(r, NGX_HTTP_NO_CONTENT, &id,
+                                           NGX_HTTP_CORELOG_DENY_NONE);
+        break;
+
+    case NGX_HTTP_UNAUTHORIZED:
+        rc = ngx_http_corelog_token_deny(r, tc->tn.state);
+        break;
+
+    case NGX_HTTP_SERVICE_UNAVAILABLE:
+        rc = ngx_http_corelog_token_answer(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                           NULL, NGX_HTTP_CORELOG_DENY_NONE);
+        break;
+
+    default:
+        rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_http_corelog_request_finalize(r, rc);
+}
+
+
+/* the request is gone: it waits for no lookup, and none waits for its */
+
+static void
+ngx_http_corelog_token_cleanup(void *data)
+{
+    ngx_http_corelog_token_ctx_t  *tc = data;
+
+    if (tc->leader) {
+        ngx_queue_remove(&tc->link);
+        tc->leader = NULL;
+    }
+
+    if (tc->wake.posted) {
+        ngx_delete_posted_event(&tc->wake);
+    }
+
+    ngx_http_corelog_token_release(tc, 0, 0, NULL);
 }
 
 
@@ -747,9 +1000,36 @@ ngx_http_corelog_token_answer(ngx_http_request_t *r, ngx_uint_t status,
 }
 
 
+/* a cache's live entry for the hash, now the most recent; or NULL */
+
 static ngx_http_corelog_token_node_t *
 ngx_http_corelog_token_lookup(ngx_http_corelog_token_cache_t *cache,
     u_char *hash)
+{
+    ngx_http_corelog_token_node_t  *tn;
+
+    tn = ngx_http_corelog_token_find(&cache->tree, hash);
+
+    if (tn == NULL) {
+        return NULL;
+    }
+
+    if ((ngx_msec_int_t) (tn->expires - ngx_current_msec) <= 0) {
+        ngx_http_corelog_token_remove(cache, tn);
+        return NULL;
+    }
+
+    ngx_queue_remove(&tn->queue);
+    ngx_queue_insert_head(&cache->lru, &tn->queue);
+
+    return tn;
+}
+
+
+/* the tree's node for the hash, or NULL */
+
+static ngx_http_corelog_token_node_t *
+ngx_http_corelog_token_find(ngx_rbtree_t *tree, u_char *hash)
 {
     ngx_int_t                       rc;
     ngx_rbtree_key_t                key;
@@ -758,8 +1038,8 @@ ngx_http_corelog_token_lookup(ngx_http_corelog_token_cache_t *cache,
 
     ngx_memcpy(&key, hash, sizeof(ngx_rbtree_key_t));
 
-    node = cache->tree.root;
-    sentinel = cache->tree.sentinel;
+    node = tree->root;
+    sentinel = tree->sentinel;
 
     while (node != sentinel) {
 
@@ -773,14 +1053,6 @@ ngx_http_corelog_token_lookup(ngx_http_corelog_token_cache_t *cache,
         rc = ngx_memcmp(hash, tn->hash, NGX_HTTP_CORELOG_HASH_LEN);
 
         if (rc == 0) {
-            if ((ngx_msec_int_t) (tn->expires - ngx_current_msec) <= 0) {
-                ngx_http_corelog_token_remove(cache, tn);
-                return NULL;
-            }
-
-            ngx_queue_remove(&tn->queue);
-            ngx_queue_insert_head(&cache->lru, &tn->queue);
-
             return tn;
         }
 

@@ -224,7 +224,10 @@ for my $stmt (qw(core_log channel_log logtank token_lookup)) {
 my $tk = $end->{tokens};
 is($tk->{cache_hits} + $tk->{cache_misses}, 167,
    'every token checked was a cache hit or a miss (167)');
-is($tk->{lookups}, $tk->{cache_misses}, 'every miss was looked up');
+# one token: each worker looked it up once, and its other misses waited
+# for that lookup (t/024)
+cmp_ok($tk->{lookups}, '>=', 1, 'the token was looked up');
+cmp_ok($tk->{lookups}, '<=', 2, 'once per worker at most');
 is($sm->{token_lookup}{rows}{sum}, $tk->{lookups},
    'every lookup went out in a statement');
 cmp_ok($tk->{cache_misses}, '>=', 2, 'each worker looked the token up');
@@ -461,10 +464,10 @@ EOF
     is($first->{schema_version}, undef, 'and answers without it');
     is($first->{pool}{connections}{connecting}, 1, 'the connection connecting');
 
-    my $tok5 = 'Bearer clg_' . ('ab' x 32);    # a token's shape: looked up
+    # five tokens of the right shape (one would be looked up once: t/024)
     my $res5 = $v->http_many([ map {
         [POST => '/api/v1/log/create',
-         headers => { Authorization => $tok5,
+         headers => { Authorization => sprintf('Bearer clg_%064x', $_),
                       'Content-Type' => 'application/json' },
          body => '{}'] } 1 .. 5 ]);
     is_deeply(statuses($res5), { 503 => 5 }, '5 writes whose token waits: 503');
