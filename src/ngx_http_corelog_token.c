@@ -403,9 +403,11 @@ ngx_http_corelog_token_decide(ngx_http_request_t *r,
         ngx_http_corelog_stats_count(w, NGX_HTTP_CORELOG_STATS_TOKEN_MISSES);
 
         /*
-         * As an upstream would: the request waits for our event, and a
-         * client that goes away meanwhile ends it (the subrequest gets the
-         * client connection's read events).
+         * The request waits for our event, with a reference on the main
+         * request.  A client that goes away meanwhile is noticed when the
+         * lookup ends, as with nginx's auth_request (t/024 saw a client
+         * close its connection, headers sent, and its lookup go on): the
+         * lookup is bounded by the queue's wait and the statement timeout.
          */
 
         r->main->count++;
