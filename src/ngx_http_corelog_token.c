@@ -743,10 +743,16 @@ ngx_http_corelog_token_release(ngx_http_corelog_token_ctx_t *tc,
         return;
     }
 
+    tc->pending = 0;
+
     w = ngx_http_corelog_worker();
 
+    if (w == NULL || w->token == NULL) {
+        /* the worker's token state is gone (its exit): no tree, no wait */
+        return;
+    }
+
     ngx_rbtree_delete(&w->token->pending, &tc->tn.node);
-    tc->pending = 0;
 
     if (id
         && (id->account.len != NGX_HTTP_CORELOG_UUID_LEN
