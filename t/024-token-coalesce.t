@@ -182,6 +182,55 @@ subtest 'the lookup fails: the requests that waited get its 503' => sub {
        'after one more lookup');
 };
 
+# An identity that no token can have (a project longer than the cache's
+# room, in a database whose CHECK was dropped) is not handed to the
+# requests that waited: the lookup is dropped for them, and each decides
+# again, in turn, with a lookup of its own (the same path as a lookup
+# whose request is gone before its answer), and each gets what a lone
+# request gets: 500, the identity refused and logged.
+subtest 'an identity too large to share: each request looks it up' => sub {
+    my $tok = $t->make_token($acc, project => 'p1');
+    my $ch = $t->make_channel($acc, 'large');
+    my $long = 'p' x 65;
+
+    $dbh->do('ALTER TABLE corelog.tokens'
+             . ' DROP CONSTRAINT tokens_project_id_check');
+    $dbh->do(q{UPDATE corelog.tokens SET project_id = ?
+                WHERE token_hash = sha256(convert_to(?, 'UTF8'))},
+             undef, $long, $tok);
+
+    my $before = status()->{tokens};
+
+    $lock->begin_work;
+    $lock->do('LOCK TABLE corelog.tokens IN ACCESS EXCLUSIVE MODE');
+
+    my $file = "$t->{dir}/large.statuses";
+    my $pid = many_in_background($file,
+        [map { channel_req($tok, $ch, "l$_") } 1 .. 6]);
+
+    wait_until('the lookup waits for the lock', sub { waiting() >= 1 });
+    sleep 0.5;
+    is(waiting(), 1, 'one lookup waits');
+
+    $lock->commit;
+    waitpid $pid, 0;
+
+    is_deeply(statuses_in($file), { 500 => 6 }, 'the six: 500')
+        or diag explain statuses_in($file);
+    is(logs_of($ch), 0, 'nothing written');
+    is(status()->{tokens}{lookups} - $before->{lookups}, 6,
+       'six lookups: one each, in turn');
+    like($t->error_log,
+         qr/allowed the caller but gave invalid X-Corelog-Project/,
+         'the identity refused, in the error log');
+
+    $dbh->do(q{DELETE FROM corelog.tokens
+                WHERE token_hash = sha256(convert_to(?, 'UTF8'))},
+             undef, $tok);
+    $dbh->do('ALTER TABLE corelog.tokens ADD CONSTRAINT'
+             . q{ tokens_project_id_check CHECK (project_id ~ '^[A-Za-z0-9_.-]{1,64}$')});
+};
+
 $lock->disconnect;
 $t->done;
 
