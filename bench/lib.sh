@@ -44,7 +44,8 @@ fresh_out() {
 # durable commits, as in production; sets $postmaster
 pg_setup() {
     "${as_pg[@]}" "$pgbin/initdb" -D "$out/pg" -U postgres --auth=trust \
-        -E UTF8 --locale=C >/dev/null
+        -E UTF8 --locale="${BENCH_LOCALE:-C}" >/dev/null ||
+        die "initdb --locale=${BENCH_LOCALE:-C} failed (BENCH_LOCALE: is it in locale -a?)"
     cat >>"$out/pg/postgresql.conf" <<EOC
 listen_addresses = '127.0.0.1'
 port = $pgport

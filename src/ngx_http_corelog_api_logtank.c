@@ -87,7 +87,8 @@ static const ngx_http_corelog_result_t  ngx_http_corelog_logtank_results[] = {
  * when two requests race for it.  Rows are inserted in the order of that
  * key, whatever the order of the requests, so that two statements racing
  * for the same resources wait for each other in one order and never
- * deadlock.
+ * deadlock; its text compared byte by byte (COLLATE "C", as the key's
+ * columns are since sql/006), not with the database's default collation.
  */
 
 static const ngx_http_corelog_stmt_t ngx_http_corelog_logtank_stmt = {
@@ -119,7 +120,8 @@ static const ngx_http_corelog_stmt_t ngx_http_corelog_logtank_stmt = {
     "         resource_id, log_group_id, log_stream_id, 'ACTIVE',"
     "         created_at, created_at"
     "    FROM checked WHERE group_ok AND stream_ok"
-    "   ORDER BY account_id, project_id, resource_type, resource_id"
+    "   ORDER BY account_id, project_id COLLATE \"C\","
+    "            resource_type COLLATE \"C\", resource_id COLLATE \"C\""
     "  ON CONFLICT DO NOTHING"
     "  RETURNING id"
     ")"

@@ -921,6 +921,58 @@ subtest 'a logtank\'s resource_type: the rule of migration 003, cheaper' => sub 
     $dbh->rollback;
 };
 
+subtest 'a logtank\'s key compares bytes, and refuses what it refused' => sub {
+    # migration 006: the key's text columns and their index are COLLATE
+    # "C", whatever the database's default collation
+    is_deeply($dbh->selectall_arrayref(q{
+        SELECT a.attname, c.collname
+          FROM pg_attribute a JOIN pg_collation c ON c.oid = a.attcollation
+         WHERE a.attrelid = 'corelog.logtanks'::regclass
+           AND a.attname IN ('domain_id', 'project_id', 'resource_type',
+                             'resource_id')
+         ORDER BY a.attnum}),
+        [['domain_id', 'default'], ['project_id', 'C'],
+         ['resource_type', 'C'], ['resource_id', 'C']],
+        'project_id, resource_type, resource_id: "C" (domain_id as was)');
+    is_deeply($dbh->selectall_arrayref(q{
+        SELECT c.collname
+          FROM pg_index i,
+               unnest(i.indcollation::oid[]) WITH ORDINALITY AS k(coll, n),
+               pg_collation c
+         WHERE i.indrelid = 'corelog.logtanks'::regclass
+           AND i.indisunique AND NOT i.indisprimary
+           AND c.oid = k.coll
+         ORDER BY k.n}),
+        [['C'], ['C'], ['C']], 'and so is the unique key\'s index');
+
+    my $g = $t->make_log_group($acc, 'proj', 'key');
+    my $st = $t->make_log_stream($g, 'key');
+    my $try = sub {
+        my ($project, $type, $id) = @_;
+        $dbh->do('SAVEPOINT k');
+        my $ok = eval {
+            $dbh->do(q{INSERT INTO corelog.logtanks
+                    (id, account_id, project_id, resource_type, resource_id,
+                     log_group_id, log_stream_id, created_at, updated_at)
+                VALUES (gen_random_uuid(), ?, ?, ?, ?, ?, ?, now(), now())},
+                undef, $acc, $project, $type, $id, $g, $st);
+            1;
+        };
+        my $state = $dbh->state;
+        $dbh->do($ok ? 'RELEASE SAVEPOINT k' : 'ROLLBACK TO SAVEPOINT k');
+        return $ok ? 'ok' : $state;
+    };
+    $dbh->begin_work;
+    is($try->('proj', 'ecs', 'i-1'), 'ok', 'a logtank');
+    is($try->('proj', 'ecs', 'i-1'), '23505', 'the same key again: 23505');
+    is($try->(@$_), 'ok', "(@$_): another key")
+        for ['proj', 'ecs', 'I-1'], ['proj', 'ECS', 'i-1'],
+            ['Proj', 'ecs', 'i-1'], ['proj', 'ecs', "i-1\x{e9}"];
+    is($try->('proj', 'ecs', "i-1\x{e9}"), '23505',
+       'a key of more than ASCII, again: 23505');
+    $dbh->rollback;
+};
+
 subtest 'the cascade runs with its owner\'s rights' => sub {
     my $c = $t->make_channel($acc, 'admin');
     is($t->http(channel_req($c, 'x'))->{status}, 202, 'a channel log');
