@@ -145,6 +145,8 @@ static void ngx_http_corelog_token_wake_handler(ngx_event_t *ev);
 static void ngx_http_corelog_token_cleanup(void *data);
 static ngx_http_corelog_token_node_t *ngx_http_corelog_token_find(
     ngx_rbtree_t *tree, u_char *hash);
+static ngx_uint_t ngx_http_corelog_token_fits(
+    ngx_http_corelog_identity_t *id);
 static void ngx_http_corelog_token_looked_up(ngx_http_corelog_op_t *op,
     ngx_int_t rc, PGresult *res, int row);
 static ngx_uint_t ngx_http_corelog_token_state(PGresult *res, int row);
@@ -754,11 +756,7 @@ ngx_http_corelog_token_release(ngx_http_corelog_token_ctx_t *tc,
 
     ngx_rbtree_delete(&w->token->pending, &tc->tn.node);
 
-    if (id
-        && (id->account.len != NGX_HTTP_CORELOG_UUID_LEN
-            || id->domain.len > NGX_HTTP_CORELOG_NAME_MAX
-            || id->project.len > NGX_HTTP_CORELOG_NAME_MAX))
-    {
+    if (id && !ngx_http_corelog_token_fits(id)) {
         /* not what a token can be: let each look it up */
         status = 0;
     }
@@ -1008,6 +1006,17 @@ ngx_http_corelog_token_answer(ngx_http_request_t *r, ngx_uint_t status,
 }
 
 
+/* the identity fits a node (a token's, whose CHECKs bound it): 1 or 0 */
+
+static ngx_uint_t
+ngx_http_corelog_token_fits(ngx_http_corelog_identity_t *id)
+{
+    return id->account.len == NGX_HTTP_CORELOG_UUID_LEN
+           && id->domain.len <= NGX_HTTP_CORELOG_NAME_MAX
+           && id->project.len <= NGX_HTTP_CORELOG_NAME_MAX;
+}
+
+
 /* a cache's live entry for the hash, now the most recent; or NULL */
 
 static ngx_http_corelog_token_node_t *
@@ -1079,11 +1088,7 @@ ngx_http_corelog_token_store(ngx_http_corelog_token_cache_t *cache,
     ngx_queue_t                    *q;
     ngx_http_corelog_token_node_t  *tn;
 
-    if (id
-        && (id->account.len != NGX_HTTP_CORELOG_UUID_LEN
-            || id->domain.len > NGX_HTTP_CORELOG_NAME_MAX
-            || id->project.len > NGX_HTTP_CORELOG_NAME_MAX))
-    {
+    if (id && !ngx_http_corelog_token_fits(id)) {
         return;
     }
 
