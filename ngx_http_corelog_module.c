@@ -99,6 +99,13 @@ static ngx_command_t  ngx_http_corelog_commands[] = {
       offsetof(ngx_http_corelog_main_conf_t, batch_max),
       &ngx_http_corelog_batch_bounds },
 
+    { ngx_string("corelog_batch_wait"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_corelog_main_conf_t, batch_wait),
+      NULL },
+
     { ngx_string("corelog_query_timeout"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_msec_slot,
@@ -271,6 +278,7 @@ ngx_http_corelog_create_main_conf(ngx_conf_t *cf)
     cmcf->queue_max = NGX_CONF_UNSET_UINT;
     cmcf->token_queue_max = NGX_CONF_UNSET_UINT;
     cmcf->batch_max = NGX_CONF_UNSET_UINT;
+    cmcf->batch_wait = NGX_CONF_UNSET_MSEC;
     cmcf->query_timeout = NGX_CONF_UNSET_MSEC;
     cmcf->connect_timeout = NGX_CONF_UNSET_MSEC;
     cmcf->token_cache_size = NGX_CONF_UNSET_UINT;
@@ -290,6 +298,7 @@ ngx_http_corelog_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_uint_value(cmcf->queue_max, 1024);
     ngx_conf_init_uint_value(cmcf->token_queue_max, 1024);
     ngx_conf_init_uint_value(cmcf->batch_max, 100);
+    ngx_conf_init_msec_value(cmcf->batch_wait, 2);
     ngx_conf_init_msec_value(cmcf->query_timeout, 5000);
     ngx_conf_init_msec_value(cmcf->connect_timeout, 5000);
     ngx_conf_init_uint_value(cmcf->token_cache_size, 1024);
@@ -313,6 +322,18 @@ ngx_http_corelog_init_main_conf(ngx_conf_t *cf, void *conf)
     cmcf->statement_timeout = ngx_max(cmcf->query_timeout
                                       - cmcf->wait_timeout, 1);
     cmcf->server_timeout = ngx_max(cmcf->statement_timeout * 4 / 5, 1);
+
+    /* a write that waits for others must not run out of its own wait */
+
+    if (cmcf->batch_wait >= cmcf->wait_timeout) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "corelog: \"corelog_batch_wait\" %Mms must be "
+                           "less than half of \"corelog_query_timeout\" "
+                           "(%Mms), how long a write may wait for a "
+                           "connection", cmcf->batch_wait,
+                           cmcf->query_timeout);
+        return NGX_CONF_ERROR;
+    }
 
     if (cmcf->keywords && cmcf->prepare) {
         return ngx_http_corelog_pg_options(cf, cmcf);

@@ -141,6 +141,7 @@ typedef struct {
     ngx_msec_t                   server_timeout;
 
     ngx_uint_t                   batch_max;       /* rows per statement */
+    ngx_msec_t                   batch_wait;      /* for others to join */
     ngx_uint_t                   token_cache_size;
     ngx_msec_t                   token_cache_ttl;
     ngx_flag_t                   prepare;         /* named statements */
@@ -535,7 +536,8 @@ struct ngx_http_corelog_worker_s {
     ngx_uint_t                   nup;             /* connections up */
     ngx_queue_t                  queue;           /* ops waiting */
     ngx_uint_t                   nqueued;
-    ngx_event_t                  spill;
+    ngx_uint_t                   hold;            /* ops expected back */
+    ngx_event_t                  spill;           /* corelog_batch_wait */
 
     /* one reusable buffer for the parameters of the statement being sent */
     u_char                      *buf;

@@ -39,6 +39,7 @@ static ngx_int_t ngx_http_corelog_queue_available(
 static void ngx_http_corelog_queue_run(ngx_http_corelog_worker_t *w);
 static ngx_http_corelog_queue_conn_t *ngx_http_corelog_queue_idle(
     ngx_http_corelog_worker_t *w);
+static ngx_uint_t ngx_http_corelog_queue_want(ngx_http_corelog_worker_t *w);
 static ngx_uint_t ngx_http_corelog_queue_busy(ngx_http_corelog_worker_t *w);
 static void ngx_http_corelog_queue_spill_handler(ngx_event_t *ev);
 static ngx_int_t ngx_http_corelog_queue_take(
@@ -77,8 +78,12 @@ static void ngx_http_corelog_queue_wait_handler(ngx_event_t *ev);
 static void ngx_http_corelog_queue_cleanup(void *data);
 
 
-/* how long queued ops wait for a busy statement before another is sent */
-#define NGX_HTTP_CORELOG_QUEUE_SPILL  2
+/*
+ * The rows of a write statement that make its clients a crowd: once it
+ * has committed, they are likely to send again at once, and the next
+ * statement waits for them (ngx_http_corelog_queue_done()).
+ */
+#define NGX_HTTP_CORELOG_QUEUE_CROWD  4
 
 /*
  * The values one statement carries at most (but always one op's): the
@@ -331,7 +336,9 @@ ngx_http_corelog_queue_available(ngx_http_corelog_worker_t *w)
  * statement is in flight, new ops wait for it (they go together in the
  * next one) rather than open a second statement at once: more rows per
  * statement and commit.  Another idle connection is used when a full
- * batch is waiting, or when the ops have waited the spill delay.
+ * batch is waiting, or when the ops have waited corelog_batch_wait.  With
+ * no statement in flight, ops wait the same way for the clients of the
+ * last one (w->hold), so that they too go together.
  */
 
 static void
@@ -355,12 +362,11 @@ ngx_http_corelog_queue_run(ngx_http_corelog_worker_t *w)
                 break;
             }
 
-            if (ngx_http_corelog_queue_busy(w)
-                && w->nqueued < w->conf->batch_max
+            if (w->nqueued < ngx_http_corelog_queue_want(w)
                 && !w->spill.timedout)
             {
                 if (!w->spill.timer_set) {
-                    ngx_add_timer(&w->spill, NGX_HTTP_CORELOG_QUEUE_SPILL);
+                    ngx_add_timer(&w->spill, w->conf->batch_wait);
                 }
 
                 break;
@@ -369,6 +375,8 @@ ngx_http_corelog_queue_run(ngx_http_corelog_worker_t *w)
             if (ngx_http_corelog_queue_take(qc) != NGX_OK) {
                 break;
             }
+
+            w->hold = 0;
         }
 
     } while (w->again);
@@ -400,6 +408,27 @@ ngx_http_corelog_queue_idle(ngx_http_corelog_worker_t *w)
 }
 
 
+/*
+ * How many queued ops the next statement waits for (up to
+ * corelog_batch_wait): a full batch while a statement is in flight, the
+ * clients of the last one when none is, none with corelog_batch_wait 0.
+ */
+
+static ngx_uint_t
+ngx_http_corelog_queue_want(ngx_http_corelog_worker_t *w)
+{
+    if (w->conf->batch_wait == 0) {
+        return 0;
+    }
+
+    if (ngx_http_corelog_queue_busy(w)) {
+        return w->conf->batch_max;
+    }
+
+    return w->hold;
+}
+
+
 /* connections with a statement in flight */
 
 static ngx_uint_t
@@ -419,7 +448,7 @@ ngx_http_corelog_queue_busy(ngx_http_corelog_worker_t *w)
 }
 
 
-/* ops waited the spill delay behind a busy statement: use another one */
+/* ops waited corelog_batch_wait: they go as they are */
 
 static void
 ngx_http_corelog_queue_spill_handler(ngx_event_t *ev)
@@ -706,6 +735,13 @@ ngx_http_corelog_queue_ready(ngx_http_corelog_pg_conn_t *pc)
  * a local list, so that handlers may post new ops, even on this
  * connection; and the next statement goes out before this one's answers
  * are written: PostgreSQL works on it while nginx answers.
+ *
+ * The clients of a committed write statement of a crowd's rows are
+ * likely to send again as soon as they have their answers: the next
+ * statement waits for as many ops as this one carried and those already
+ * queued (w->hold, at most corelog_batch_max, for corelog_batch_wait at
+ * most), so that they go together instead of one or two at once and the
+ * rest after them.
  */
 
 static void
@@ -714,10 +750,17 @@ ngx_http_corelog_queue_done(ngx_http_corelog_pg_conn_t *pc, ngx_int_t rc,
 {
     ngx_uint_t                      nops;
     ngx_queue_t                     done, late;
+    ngx_http_corelog_worker_t      *w;
     ngx_http_corelog_queue_conn_t  *qc;
 
     qc = pc->data;
+    w = qc->worker;
     nops = qc->nops;
+
+    if (qc->stmt && qc->stmt->kind == NGX_HTTP_CORELOG_KIND_WRITE) {
+        w->hold = (rc == NGX_OK && nops >= NGX_HTTP_CORELOG_QUEUE_CROWD)
+                  ? ngx_min(nops + w->nqueued, w->conf->batch_max) : 0;
+    }
 
     ngx_http_corelog_queue_detach(qc, rc, res, &done);
 
@@ -729,7 +772,7 @@ ngx_http_corelog_queue_done(ngx_http_corelog_pg_conn_t *pc, ngx_int_t rc,
                              sqlstate, &done, &late);
     }
 
-    ngx_http_corelog_queue_run(qc->worker);
+    ngx_http_corelog_queue_run(w);
     ngx_http_corelog_queue_answer(&done, rc, res);
     ngx_http_corelog_queue_answer(&late, NGX_HTTP_SERVICE_UNAVAILABLE, NULL);
 }

@@ -52,6 +52,7 @@ subtest 'every directive with a value passes' => sub {
     corelog_connections 8;
     corelog_queue_max 100;
     corelog_batch_max 50;
+    corelog_batch_wait 999ms;
     corelog_query_timeout 2s;
     corelog_connect_timeout 500ms;
     corelog_token_cache 10 1m;
@@ -98,6 +99,11 @@ my @bad = (
         "$pg corelog_query_timeout soon;" . $route, qr/invalid value/],
     ['corelog_query_timeout 0', "$pg corelog_query_timeout 0;" . $route,
         qr/must be more than 0/],
+    ['corelog_batch_wait not a time',
+        "$pg corelog_batch_wait soon;" . $route, qr/invalid value/],
+    ['corelog_batch_wait as long as a write may wait for a connection',
+        "$pg corelog_query_timeout 4s; corelog_batch_wait 2s;" . $route,
+        qr/"corelog_batch_wait" 2000ms must be less than half of "corelog_query_timeout" \(4000ms\)/],
     ['corelog_token_cache 0', "$pg corelog_token_cache 0;" . $route,
         qr/corelog: invalid token cache size/],
     ['corelog_token_cache bad time', "$pg corelog_token_cache 10 x;" . $route,
