@@ -537,6 +537,7 @@ struct ngx_http_corelog_worker_s {
     ngx_queue_t                  queue;           /* ops waiting */
     ngx_uint_t                   nqueued;
     ngx_uint_t                   hold;            /* ops expected back */
+    ngx_msec_t                   held;            /* since: the commit */
     ngx_event_t                  spill;           /* corelog_batch_wait */
 
     /* one reusable buffer for the parameters of the statement being sent */

@@ -412,6 +412,8 @@ ngx_http_corelog_queue_idle(ngx_http_corelog_worker_t *w)
  * How many queued ops the next statement waits for (up to
  * corelog_batch_wait): a full batch while a statement is in flight, the
  * clients of the last one when none is, none with corelog_batch_wait 0.
+ * The first of those clients comes within corelog_batch_wait of the
+ * commit, or none is waited for: an op that comes later is not theirs.
  */
 
 static ngx_uint_t
@@ -423,6 +425,12 @@ ngx_http_corelog_queue_want(ngx_http_corelog_worker_t *w)
 
     if (ngx_http_corelog_queue_busy(w)) {
         return w->conf->batch_max;
+    }
+
+    if (w->hold && !w->spill.timer_set
+        && ngx_current_msec - w->held > w->conf->batch_wait)
+    {
+        w->hold = 0;
     }
 
     return w->hold;
@@ -741,7 +749,9 @@ ngx_http_corelog_queue_ready(ngx_http_corelog_pg_conn_t *pc)
  * statement waits for as many ops as this one carried and those already
  * queued (w->hold, at most corelog_batch_max, for corelog_batch_wait at
  * most), so that they go together instead of one or two at once and the
- * rest after them.
+ * rest after them.  The wait starts when the first of them is queued,
+ * which must be within corelog_batch_wait of the commit: their requests
+ * come in while nginx writes this statement's answers.
  */
 
 static void
@@ -760,6 +770,7 @@ ngx_http_corelog_queue_done(ngx_http_corelog_pg_conn_t *pc, ngx_int_t rc,
     if (qc->stmt && qc->stmt->kind == NGX_HTTP_CORELOG_KIND_WRITE) {
         w->hold = (rc == NGX_OK && nops >= NGX_HTTP_CORELOG_QUEUE_CROWD)
                   ? ngx_min(nops + w->nqueued, w->conf->batch_max) : 0;
+        w->held = ngx_current_msec;
     }
 
     ngx_http_corelog_queue_detach(qc, rc, res, &done);

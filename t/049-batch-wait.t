@@ -150,7 +150,7 @@ subtest 'fewer clients than expected go once corelog_batch_wait has passed'
     my @st = map { $_->{status} } @res;
     is("@st", '201 201', 'both 201') or diag "@st";
     is(statements(), '2', 'they went together, in one statement of 2');
-    cmp_ok($took, '>=', 0.8 * $WAIT,
+    cmp_ok($took, '>=', 0.9 * $WAIT,
            'the first waited for the others, about corelog_batch_wait');
 };
 
@@ -158,6 +158,30 @@ subtest 'after a statement of fewer than 4 rows nothing waits' => sub {
     # the last statement had 2 rows
     my ($took, @res) = one_by_one(0.3 * $t->timeout_factor, req(), req());
     my @st = map { $_->{status} } @res;
+    is("@st", '201 201', 'both 201') or diag "@st";
+    is(statements(), '1 1', 'each went at once, alone');
+};
+
+subtest 'clients that come after corelog_batch_wait are not waited for'
+    => sub {
+    my @pre = map { req() } 1 .. 5;
+
+    # a statement of 4, as in the first subtest
+    my $lock = $t->lock_table('corelog.core_log_claims');
+    my @socks = ($t->http_start(@{ $pre[0] }));
+    ok($t->wait_lock_waiters, 'a statement waits for the lock');
+    push @socks, map { $t->http_start(@$_) } @pre[1 .. 4];
+    sleep 0.5 * $t->timeout_factor;
+    $lock->rollback;
+    $lock->disconnect;
+    my @st = map { $t->http_finish($_, timeout => $QUERY)->{status} } @socks;
+    is("@st", '201 201 201 201 201', 'the five: 201') or diag "@st";
+    is(statements(), '1 4', 'the held one, then the four in one statement');
+
+    # longer than corelog_batch_wait later, two requests 0.3 s apart
+    sleep 1.5 * $WAIT;
+    my ($took, @res) = one_by_one(0.3 * $t->timeout_factor, req(), req());
+    @st = map { $_->{status} } @res;
     is("@st", '201 201', 'both 201') or diag "@st";
     is(statements(), '1 1', 'each went at once, alone');
 };
