@@ -24,27 +24,13 @@ my $t = Corelog::Test->new;
 my $WAIT = 3 * $t->timeout_factor;
 my $QUERY = 4 * $WAIT + 20;
 
-$t->write_conf(<<"EOF" . <<'EOF2');
+$t->write_conf(<<"EOF" . Corelog::Test::core_log_server());
     corelog_connections 1;
     corelog_batch_wait ${WAIT}s;
     corelog_query_timeout ${QUERY}s;
     corelog_token_cache 1024 600s;
 
 EOF
-    server {
-        listen 127.0.0.1:%%PORT%%;
-
-        location ~ ^/core-log/(?<ts>[^/]*)$ {
-            corelog_auth_request /_auth;
-            corelog_api core_log $ts;
-        }
-
-        location = /_auth {
-            internal;
-            corelog_token_check bearer;
-        }
-    }
-EOF2
 $t->run;
 
 my $acc = $t->make_account('acme');
@@ -110,30 +96,38 @@ sub one_by_one {
                                @socks);
 }
 
-is($t->http(@{ req() })->{status}, 201, 'warm-up: the token is cached');
-statements();
+# One statement held on the claims table and $n requests queued behind
+# it: once it has committed, they go as one statement of $n.  The answers'
+# statuses, the held one's first.
+sub a_statement_of {
+    my ($n) = @_;
+    my @reqs = map { req() } 0 .. $n;
 
-subtest 'the clients of a statement of 5 go together in the next one' => sub {
-    my @pre = map { req() } 1 .. 6;
-    my @next = map { req() } 1 .. 5;
-
-    # one statement held on the claims table, five requests queued behind
-    # it: they go as one statement of 5 once it has committed
     my $lock = $t->lock_table('corelog.core_log_claims');
-    my @socks = ($t->http_start(@{ $pre[0] }));
+    my @socks = ($t->http_start(@{ $reqs[0] }));
     ok($t->wait_lock_waiters, 'a statement waits for the lock');
-    push @socks, map { $t->http_start(@$_) } @pre[1 .. 5];
+    push @socks, map { $t->http_start(@$_) } @reqs[1 .. $n];
     # from the auth phase into the write queue (nginx cannot be asked)
     sleep 0.5 * $t->timeout_factor;
     $lock->rollback;
     $lock->disconnect;
-    my @st = map { $t->http_finish($_, timeout => $QUERY)->{status} } @socks;
-    is("@st", '201 201 201 201 201 201', 'the six: 201') or diag "@st";
+
+    return join ' ',
+        map { $t->http_finish($_, timeout => $QUERY)->{status} } @socks;
+}
+
+is($t->http(@{ req() })->{status}, 201, 'warm-up: the token is cached');
+statements();
+
+subtest 'the clients of a statement of 5 go together in the next one' => sub {
+    my @next = map { req() } 1 .. 5;
+
+    is(a_statement_of(5), '201 201 201 201 201 201', 'the six: 201');
     is(statements(), '1 5', 'the held one, then the five in one statement');
 
     # their clients come back one by one, 0.1 s apart
     my ($took, @res) = one_by_one(0.1, @next);
-    @st = map { $_->{status} } @res;
+    my @st = map { $_->{status} } @res;
     is("@st", '201 201 201 201 201', 'the five again: 201') or diag "@st";
     is(statements(), '5',
        'sent one by one, they went in one statement of 5');
@@ -164,24 +158,13 @@ subtest 'after a statement of fewer than 4 rows nothing waits' => sub {
 
 subtest 'clients that come after corelog_batch_wait are not waited for'
     => sub {
-    my @pre = map { req() } 1 .. 5;
-
-    # a statement of 4, as in the first subtest
-    my $lock = $t->lock_table('corelog.core_log_claims');
-    my @socks = ($t->http_start(@{ $pre[0] }));
-    ok($t->wait_lock_waiters, 'a statement waits for the lock');
-    push @socks, map { $t->http_start(@$_) } @pre[1 .. 4];
-    sleep 0.5 * $t->timeout_factor;
-    $lock->rollback;
-    $lock->disconnect;
-    my @st = map { $t->http_finish($_, timeout => $QUERY)->{status} } @socks;
-    is("@st", '201 201 201 201 201', 'the five: 201') or diag "@st";
+    is(a_statement_of(4), '201 201 201 201 201', 'the five: 201');
     is(statements(), '1 4', 'the held one, then the four in one statement');
 
     # longer than corelog_batch_wait later, two requests 0.3 s apart
     sleep 1.5 * $WAIT;
     my ($took, @res) = one_by_one(0.3 * $t->timeout_factor, req(), req());
-    @st = map { $_->{status} } @res;
+    my @st = map { $_->{status} } @res;
     is("@st", '201 201', 'both 201') or diag "@st";
     is(statements(), '1 1', 'each went at once, alone');
 };
