@@ -221,6 +221,9 @@ typedef struct {
 
 #define NGX_HTTP_CORELOG_UUID_SIZE        16
 
+/* a worker's pool of random bytes: 64 request ids or UUIDs a getrandom() */
+#define NGX_HTTP_CORELOG_RANDOM           1024
+
 
 /*
  * Each statement's place in the status zone (ngx_http_corelog_stats.c):
@@ -528,6 +531,8 @@ struct ngx_http_corelog_worker_s {
     ngx_pool_t                  *json_pool;       /* of the parse under way */
     uint64_t                     uuid_ms;         /* the last UUIDv7's time */
     u_char                       uuid[16];        /* and its bytes */
+    size_t                       nrandom;         /* bytes left in random, */
+    u_char                       random[NGX_HTTP_CORELOG_RANDOM];  /* its end */
 
     /* the queue's (ngx_http_corelog_queue.c) */
     ngx_http_corelog_main_conf_t  *conf;

@@ -32,11 +32,21 @@ ngx_http_corelog_request_ctx(ngx_http_request_t *r)
 }
 
 
-/* the request's $request_id: the same id as in the access log */
+/*
+ * The request's $request_id: the same id as in the access log.  When
+ * nothing has asked for it yet, the module makes it as nginx does (16
+ * random bytes in hex: ngx_http_variable_request_id()), but from the
+ * worker's pool (ngx_http_corelog_random()) instead of OpenSSL's
+ * RAND_bytes(), and caches it in the request's variables as nginx's own
+ * would be; the access log and anything later read that value.  Once
+ * nginx has made it (an earlier "set" or proxy_set_header, say), that one
+ * is the id.
+ */
 
 ngx_int_t
 ngx_http_corelog_request_id(ngx_http_request_t *r, ngx_str_t *id)
 {
+    u_char                        random[16];
     ngx_http_variable_value_t     *vv;
     ngx_http_corelog_main_conf_t  *cmcf;
 
@@ -47,11 +57,31 @@ ngx_http_corelog_request_id(ngx_http_request_t *r, ngx_str_t *id)
         return NGX_ERROR;
     }
 
-    vv = ngx_http_get_indexed_variable(r->main, cmcf->request_id_index);
+    r = r->main;
+    vv = &r->variables[cmcf->request_id_index];
 
-    if (vv == NULL || vv->not_found) {
-        ngx_str_null(id);
-        return NGX_ERROR;
+    if (!vv->valid && !vv->not_found) {
+        vv->data = ngx_pnalloc(r->pool, 2 * sizeof(random));
+        if (vv->data == NULL) {
+            ngx_str_null(id);
+            return NGX_ERROR;
+        }
+
+        (void) ngx_http_corelog_random(random, sizeof(random));
+        ngx_hex_dump(vv->data, random, sizeof(random));
+
+        vv->len = 2 * sizeof(random);
+        vv->valid = 1;
+        vv->no_cacheable = 0;
+        vv->not_found = 0;
+
+    } else {
+        vv = ngx_http_get_indexed_variable(r, cmcf->request_id_index);
+
+        if (vv == NULL || vv->not_found) {
+            ngx_str_null(id);
+            return NGX_ERROR;
+        }
     }
 
     id->data = vv->data;

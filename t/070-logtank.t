@@ -265,16 +265,24 @@ $t->stop;
 # corelog_logtank_resource_types restricts the accepted set
 
 $t->write_conf(<<'EOF2');
-    log_format ids '$status $request_id';
+    log_format ids '$status $request_id $early';
 
     server {
         listen 127.0.0.1:%%PORT%%;
         access_log %%DIR%%/ids.log ids;
+        uninitialized_variable_warn off;
 
         location = /v1/logtanks {
             corelog_auth_request /_auth;
             corelog_api logtank;
             corelog_logtank_resource_types LISTENER LOADBALANCER;
+        }
+
+        # $request_id made by nginx before the module needs it
+        location = /early/v1/logtanks {
+            set $early $request_id;
+            corelog_auth_request /_auth;
+            corelog_api logtank;
         }
 
         location = /_auth {
@@ -294,16 +302,37 @@ is_error($bucket, 400, qr/resource_type/);
 is_error(post(tank(resource_type => 'LISTEN')), 400, qr/resource_type/);
 is_error(post(tank(resource_type => 'LISTENERS')), 400, qr/resource_type/);
 
-# the request id is the access log's $request_id
+# the request id is the access log's $request_id: the module's own (made
+# from the worker's random pool), or nginx's when something asked for it
+# first
 
 $r = post(tank());
+my $early = $t->http(POST => '/early/v1/logtanks',
+    headers => { 'X-Auth-Token' => $tok,
+                 'Content-Type' => 'application/json' },
+    body => encode_json(tank()));
+is($early->{status}, 201, 'a 201 where $request_id was made first');
+
+# more ids than one fill of a worker's pool (1024 bytes, 64 ids): 400s,
+# each with its own id
+my @many = map { post('{"logtank": 1}') } 1 .. 150;
+is(scalar(grep { $_->{status} == 400 } @many), 150, '150 × 400');
+my %seen;
+$seen{$_->{json}{request_id} // ''}++ for @many;
+is(scalar(grep { /^[0-9a-f]{32}$/ } keys %seen), 150,
+   '150 distinct request ids of 32 hex digits');
 $t->stop;
 open my $fh, '<', $t->dir . '/ids.log' or die "ids.log: $!";
 my $log = join '', <$fh>;
-like($log, qr/^201 \Q$r->{json}{request_id}\E$/m,
+like($log, qr/^201 \Q$r->{json}{request_id}\E \S*$/m,
      'a 201: its request_id is in the access log');
-like($log, qr/^400 \Q$bucket->{json}{request_id}\E$/m,
+like($log, qr/^400 \Q$bucket->{json}{request_id}\E \S*$/m,
      'a 400: its request_id is in the access log');
+my $eid = $early->{json}{request_id} // 'none';
+like($log, qr/^201 \Q$eid\E \Q$eid\E$/m,
+     '$request_id made before the module: the answer has that one');
+is(scalar(grep { $log =~ /^400 \Q$_\E \S*$/m } keys %seen), 150,
+   'the 150 ids are in the access log');
 
 $t->done;
 done_testing;
