@@ -165,6 +165,7 @@ empty_tables() {
 write_conf() {
     ZONE=$1 PIDFILE=$out/$2.pid PORT=$3 ERRLOG=$4 \
     PGCONNS=${BENCH_PG_CONNECTIONS:-} BATCH=${BENCH_BATCH_MAX:-} \
+    BATCH_WAIT=${BENCH_BATCH_WAIT:-} \
     MODULE=${6:-$module} STATUS_PORT=${7:-$status_port} \
     CONNINFO="${8:-$conninfo} ${BENCH_CONNINFO_EXTRA:-}" \
     OUT=$out perl -pe '
@@ -177,6 +178,8 @@ write_conf() {
         s/corelog_connections \d+;/corelog_connections $ENV{PGCONNS};/
             if $ENV{PGCONNS};
         s/corelog_batch_max \d+;/corelog_batch_max $ENV{BATCH};/ if $ENV{BATCH};
+        s/corelog_batch_wait \w+;/corelog_batch_wait $ENV{BATCH_WAIT};/
+            if $ENV{BATCH_WAIT} ne "";
         $_ = "" if /^\s*limit_(?:req|conn)\s/;
         $_ .= join "", map { "    ${_}_temp_path \"$ENV{OUT}/tmp/$_\";\n" }
                        qw(client_body proxy fastcgi uwsgi scgi)
