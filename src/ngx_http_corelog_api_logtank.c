@@ -89,9 +89,9 @@ static const ngx_http_corelog_result_t  ngx_http_corelog_logtank_results[] = {
  * for the same resources wait for each other in one order and never
  * deadlock; its text compared byte by byte (COLLATE "C", as the key's
  * columns are since sql/006), not with the database's default collation.
- * That key is ON CONFLICT's one arbiter: without it every unique index is
- * one, and each row would also be looked up in the primary key, whose id
- * the module has just made (a duplicate of it is an error, not a 409).
+ * ON CONFLICT names no target: a target's columns need SELECT on them,
+ * which the writers' role does not have (docs/operations.md), so every
+ * unique index, the primary key too, is an arbiter.
  */
 
 static const ngx_http_corelog_stmt_t ngx_http_corelog_logtank_stmt = {
@@ -125,8 +125,7 @@ static const ngx_http_corelog_stmt_t ngx_http_corelog_logtank_stmt = {
     "    FROM checked WHERE group_ok AND stream_ok"
     "   ORDER BY account_id, project_id COLLATE \"C\","
     "            resource_type COLLATE \"C\", resource_id COLLATE \"C\""
-    "  ON CONFLICT (account_id, project_id, resource_type, resource_id)"
-    "  DO NOTHING"
+    "  ON CONFLICT DO NOTHING"
     "  RETURNING id"
     ")"
     NGX_HTTP_CORELOG_SELECT(NGX_HTTP_CORELOG_LOGTANK_RESULT)

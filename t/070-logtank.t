@@ -251,37 +251,6 @@ subtest 'the 409 race: 40 concurrent creates for one resource' => sub {
     is(scalar keys %ids, 40, '40 distinct request ids');
 };
 
-# ON CONFLICT's arbiter is the unique key alone: a row is not also looked
-# up in the primary key (whose id the module makes).  Each check is an
-# index scan in pg_stat_user_indexes, which the sessions report when idle
-# (within a second; this test's own session, the primary key scans of the
-# subtests above, at once).
-subtest 'one arbiter: the unique key, not the primary key' => sub {
-    $t->dbh->do('SELECT pg_stat_force_next_flush()');
-    my $scans = sub {
-        return { map { $_->[0] => $_->[1] } @{$t->dbh->selectall_arrayref(
-            q{SELECT indexrelname, idx_scan FROM pg_stat_user_indexes
-               WHERE relname = 'logtanks'})} };
-    };
-    my ($key) = $t->dbh->selectrow_array(
-        q{SELECT c.conindid::regclass::text FROM pg_constraint c
-           WHERE c.conrelid = 'corelog.logtanks'::regclass
-             AND c.contype = 'u'});
-    $key =~ s/^corelog\.//;
-    my $before = $scans->();
-    is(post(tank())->{status}, 201, "a logtank $_") for 1 .. 5;
-    my $after;
-    for (1 .. 50) {
-        $after = $scans->();
-        last if $after->{$key} >= $before->{$key} + 5;
-        select undef, undef, undef, 0.2;
-    }
-    cmp_ok($after->{$key} - $before->{$key}, '>=', 5,
-           "each row checked in $key");
-    is($after->{logtanks_pkey} - $before->{logtanks_pkey}, 0,
-       'none looked up in logtanks_pkey');
-};
-
 subtest 'isolation between projects' => sub {
     my $r = post(tank(), 'X-Auth-Token' => $tok_b);
     is($r->{status}, 404, "project b cannot use project a's group");
