@@ -82,16 +82,18 @@ static const ngx_http_corelog_result_t  ngx_http_corelog_logtank_results[] = {
  * stream in that group, both locked FOR KEY SHARE by
  * corelog.key_share_*() as a foreign key's check would (sql/004: logtanks
  * has no foreign keys; the account is held through its group, whose
- * foreign key to accounts stays); the unique (account, project, resource
- * type, resource id) makes a second logtank for a resource a 409, also
- * when two requests race for it.  Rows are inserted in the order of that
- * key, whatever the order of the requests, so that two statements racing
- * for the same resources wait for each other in one order and never
- * deadlock; its text compared byte by byte (COLLATE "C", as the key's
- * columns are since sql/006), not with the database's default collation.
- * ON CONFLICT names no target: a target's columns need SELECT on them,
- * which the writers' role does not have (docs/operations.md), so every
- * unique index, the primary key too, is an arbiter.
+ * foreign key to accounts stays); the unique (account, resource id,
+ * resource type, project) key (sql/007: in that order, so that most
+ * comparisons end at the resource id) makes a second logtank for a
+ * resource in a project a 409, also when two requests race for it.  Rows
+ * are inserted in the order of that key, whatever the order of the
+ * requests, so that two statements racing for the same resources wait
+ * for each other in one order and never deadlock; its text compared byte
+ * by byte (COLLATE "C", as the key's columns are since sql/006), not with
+ * the database's default collation.  ON CONFLICT names no target: a
+ * target's columns need SELECT on them, which the writers' role does not
+ * have (docs/operations.md), so every unique index, the primary key too,
+ * is an arbiter.
  */
 
 static const ngx_http_corelog_stmt_t ngx_http_corelog_logtank_stmt = {
@@ -123,8 +125,8 @@ static const ngx_http_corelog_stmt_t ngx_http_corelog_logtank_stmt = {
     "         resource_id, log_group_id, log_stream_id, 'ACTIVE',"
     "         created_at, created_at"
     "    FROM checked WHERE group_ok AND stream_ok"
-    "   ORDER BY account_id, project_id COLLATE \"C\","
-    "            resource_type COLLATE \"C\", resource_id COLLATE \"C\""
+    "   ORDER BY account_id, resource_id COLLATE \"C\","
+    "            resource_type COLLATE \"C\", project_id COLLATE \"C\""
     "  ON CONFLICT DO NOTHING"
     "  RETURNING id"
     ")"

@@ -973,6 +973,27 @@ subtest 'a logtank\'s key compares bytes, and refuses what it refused' => sub {
     $dbh->rollback;
 };
 
+subtest 'a logtank\'s key: its resource id right after its account' => sub {
+    # migration 007: the same columns, the resource id second, so that a
+    # comparison in the index mostly ends there; still led by account_id,
+    # which an account's and a log group's deletes look logtanks up by
+    is_deeply($dbh->selectcol_arrayref(q{
+        SELECT a.attname
+          FROM pg_index i,
+               unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, n),
+               pg_attribute a
+         WHERE i.indrelid = 'corelog.logtanks'::regclass
+           AND i.indisunique AND NOT i.indisprimary
+           AND a.attrelid = i.indrelid AND a.attnum = k.attnum
+         ORDER BY k.n}),
+        [qw(account_id resource_id resource_type project_id)],
+        'unique (account_id, resource_id, resource_type, project_id)');
+    my ($n) = $dbh->selectrow_array(q{
+        SELECT count(*) FROM pg_index
+         WHERE indrelid = 'corelog.logtanks'::regclass AND indisunique});
+    is($n, 2, 'and the primary key: no other unique index');
+};
+
 subtest 'the cascade runs with its owner\'s rights' => sub {
     my $c = $t->make_channel($acc, 'admin');
     is($t->http(channel_req($c, 'x'))->{status}, 202, 'a channel log');
