@@ -44,7 +44,7 @@ PROVE_JOBS  ?= 2
 PROVE_FLAGS ?=
 
 .DEFAULT_GOAL := build
-.PHONY: build deps test valgrind asan run bench bench-status bench-ab soak clean \
+.PHONY: build deps test valgrind asan run bench bench-status bench-ab bench-json soak clean \
         distclean lint fuzz mutate debug-build test-matrix test-nginx \
         lint-dockerfile
 # prerequisites in order, also under make -j: deps before build
@@ -128,6 +128,13 @@ bench-status: deps build
 bench-ab: deps build
 	@[ -n "$(REF)" ] || { echo "make bench-ab REF=<commit>" >&2; exit 1; }
 	bench/ab.sh "$(REF)"
+
+# jansson's parse of the bench bodies alone, microseconds per parse
+# (bench/json.c; bench/README.md, issue 15): seconds, no nginx, no database.
+bench-json: deps
+	mkdir -p .build
+	$${CC:-cc} -O2 -Wall -Werror -o .build/bench-json bench/json.c -ljansson
+	.build/bench-json
 
 # Five minutes at full load on one route: worker RSS must stay flat.
 soak: deps build
