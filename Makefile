@@ -44,9 +44,9 @@ PROVE_JOBS  ?= 2
 PROVE_FLAGS ?=
 
 .DEFAULT_GOAL := build
-.PHONY: build deps test valgrind asan run bench bench-status bench-ab bench-json soak clean \
-        distclean lint fuzz mutate debug-build test-matrix test-nginx \
-        lint-dockerfile
+.PHONY: build deps test valgrind asan run bench bench-status bench-ab \
+        bench-json soak clean distclean lint fuzz mutate debug-build \
+        test-matrix test-nginx lint-dockerfile
 # prerequisites in order, also under make -j: deps before build
 .NOTPARALLEL:
 
@@ -133,7 +133,7 @@ bench-ab: deps build
 # (bench/json.c; bench/README.md, issue 15): seconds, no nginx, no database.
 bench-json: deps
 	mkdir -p .build
-	$${CC:-cc} -O2 -Wall -Werror -o .build/bench-json bench/json.c -ljansson
+	$(CC) -O2 -Wall -Werror -o .build/bench-json bench/json.c -ljansson
 	.build/bench-json
 
 # Five minutes at full load on one route: worker RSS must stay flat.

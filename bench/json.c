@@ -11,7 +11,6 @@
 
 #include <jansson.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -66,7 +65,7 @@ main(void)
 {
     int           i, b, round;
     double        t, best;
-    size_t        len, peak;
+    size_t        len, allocated;
     json_t       *json;
     json_error_t  err;
 
@@ -99,7 +98,7 @@ main(void)
     for (b = 0; b < (int) (sizeof(bodies) / sizeof(bodies[0])); b++) {
         len = strlen(bodies[b].body);
         best = 0;
-        peak = 0;
+        allocated = 0;
 
         for (round = 0; round < ROUNDS; round++) {
             t = now();
@@ -117,7 +116,7 @@ main(void)
             }
 
             t = now() - t;
-            peak = used;
+            allocated = used;
 
             if (round == 0 || t < best) {
                 best = t;
@@ -126,7 +125,7 @@ main(void)
 
         printf("  %-12s %4zu bytes  %5.2f us per parse  %5zu bytes "
                "allocated\n", bodies[b].route, len, best / PARSES * 1e6,
-               peak);
+               allocated);
     }
 
     return 0;
